@@ -1,0 +1,1 @@
+../../../../provisioner/probe/core.py

@@ -1,0 +1,52 @@
+"""The validate pipeline: file -> Rig -> rule findings, all located."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .diagnostics import Diagnostic, Location, Severity
+from .rules import engine
+from .rules.context import Context
+from .spec import catalog as catalog_mod
+from .spec.loader import LoadResult, load_rig
+
+
+@dataclass
+class CheckResult:
+    load: LoadResult
+    context: Context | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def fatal(self) -> bool:
+        return self.load.fatal
+
+    @property
+    def errors(self) -> int:
+        return sum(d.severity is Severity.error for d in self.diagnostics)
+
+
+def load_catalog(spec_file: str, extra: list[str], extra_cli: list[str] = ()) -> tuple[catalog_mod.Catalog, list[Diagnostic]]:
+    base = catalog_mod.builtin()
+    files = [Path(spec_file).parent / f for f in extra] + [Path(f) for f in extra_cli]
+    if not files:
+        return base, []
+    try:
+        return base.extended(files), []
+    except catalog_mod.CatalogError as exc:
+        return base, [Diagnostic("catalog", Severity.error, exc.message, location=Location(exc.file, exc.line, 1))]
+
+
+def check_file(path: str, *, catalog_files: list[str] = (), only: set[str] | None = None,
+               skip: set[str] | None = None, model_files: dict | None = None) -> CheckResult:
+    load = load_rig(path)
+    result = CheckResult(load=load, diagnostics=list(load.diagnostics))
+    if load.rig is None:
+        return result
+    cat, problems = load_catalog(path, load.rig.catalog, list(catalog_files))
+    result.diagnostics += problems
+    ctx = Context(load.rig, cat, file=path, model_files=model_files)
+    result.context = ctx
+    result.diagnostics += [load.locate(d) for d in engine.run(ctx, only=only, skip=skip)]
+    return result

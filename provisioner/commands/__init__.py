@@ -1,0 +1,1 @@
+"""rigctl sub-commands: each module exposes register(subparsers) and run(args) -> int."""

@@ -1,0 +1,107 @@
+"""`rigctl probe`: report this host's GPUs as NVML sees them.
+
+Exit codes:
+  0  facts collected and printed
+  3  no GPU or no NVIDIA driver on this host (NVML missing, driver not
+     loaded, pynvml not installed, or zero GPUs); the reason goes to stderr
+"""
+
+import json
+import sys
+
+from provisioner.probe import ProbeUnavailable, collect, spec_fragment
+
+EXIT_NO_GPU = 3
+
+FORMATS = ("text", "json", "yaml-fragment")
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "probe",
+        help="show this host's GPUs (NVML): model, memory, PCIe, power, NVLink",
+        description=(
+            "Read GPU facts on this host through NVML (nvidia-ml-py) and print "
+            "them as a table, as JSON, or as a YAML fragment to paste under a "
+            "node of a rig spec. Exit code 3 means no GPU or no NVIDIA driver "
+            "on this host."),
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="text",
+        help="text (default): a table; json: the full facts; "
+             "yaml-fragment: a `gpus:` list for a rig spec")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _v(value, unit=""):
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return "%s%s" % (value, unit)
+
+
+def _table(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in rows)
+
+
+def format_text(facts):
+    out = []
+    out.append("host %s  driver %s  CUDA %s  NVML %s  (%s)" % (
+        facts.get("hostname", "?"), _v(facts.get("driver_version")),
+        _v(facts.get("cuda_driver_version")), _v(facts.get("nvml_version")),
+        facts.get("collected_at", "?")))
+    rows = [("GPU", "NAME", "MEMORY", "PCIE NOW", "PCIE MAX", "POWER LIMIT",
+             "DEFAULT", "CC", "NVLINK", "BUS ID")]
+    for g in facts.get("gpus") or []:
+        pcie = g.get("pcie") or {}
+        power = g.get("power") or {}
+        mib = g.get("memory_total_mib")
+        links = g.get("nvlink") or []
+        if not g.get("nvlink_supported", True):
+            nvl = "none"
+        else:
+            nvl = "%d/%d up" % (sum(1 for l in links if l.get("active")), len(links))
+        rows.append((
+            g.get("index"), g.get("name") or "?",
+            "-" if mib is None else "%.1f GiB" % (mib / 1024.0),
+            "Gen%s x%s" % (_v(pcie.get("gen_current")), _v(pcie.get("width_current"))),
+            "Gen%s x%s" % (_v(pcie.get("gen_max")), _v(pcie.get("width_max"))),
+            _v(power.get("limit_w"), " W"), _v(power.get("default_limit_w"), " W"),
+            _v(g.get("compute_capability")), nvl, _v(g.get("pci_bus_id")),
+        ))
+    out.append(_table(rows))
+    pairs = facts.get("p2p") or []
+    if pairs:
+        out.append("")
+        prow = [("PAIR", "TOPOLOGY", "P2P READ", "P2P WRITE", "NVLINK")]
+        for p in pairs:
+            prow.append(("%s-%s" % (p.get("a"), p.get("b")), _v(p.get("topology")),
+                         _v(p.get("read")), _v(p.get("write")),
+                         "yes" if p.get("nvlink") else "no"))
+        out.append(_table(prow))
+    errors = facts.get("errors") or []
+    if errors:
+        out.append("")
+        out.append("%d NVML quer%s not answered:" % (len(errors), "y" if len(errors) == 1 else "ies"))
+        out.extend("  " + e for e in errors)
+    return "\n".join(out) + "\n"
+
+
+def run(args):
+    fmt = getattr(args, "format", "text") or "text"
+    try:
+        facts = collect()
+    except ProbeUnavailable as exc:
+        sys.stderr.write("rigctl probe: %s\n" % exc.reason)
+        return EXIT_NO_GPU
+    if fmt == "json":
+        sys.stdout.write(json.dumps(facts, indent=2, sort_keys=True) + "\n")
+    elif fmt == "yaml-fragment":
+        sys.stdout.write(spec_fragment(facts, getattr(args, "catalog_lookup", None)))
+    else:
+        sys.stdout.write(format_text(facts))
+    return 0

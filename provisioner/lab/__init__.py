@@ -1,0 +1,1 @@
+"""rigctl lab (placeholder)."""

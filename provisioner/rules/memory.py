@@ -1,0 +1,95 @@
+"""memory family: does each model fit where the spec puts it?"""
+
+from __future__ import annotations
+
+from .. import sizing
+from ..diagnostics import Severity
+from ..spec.models import Stack
+from .engine import rule
+
+
+def _name(ctx, dep) -> str:
+    model = ctx.model(dep)
+    return f"{model.name if model else dep.model} {dep.format}"
+
+
+def _ctx_fix(dep, best: int | None) -> str:
+    if best is None:
+        return ""
+    flag = {Stack.vllm: "--max-model-len", Stack.ollama: "OLLAMA_CONTEXT_LENGTH="}.get(dep.stack, "context_tokens: ")
+    return f"the largest context that fits is {best:,} tokens ({flag}{best})"
+
+
+@rule("memory-fit", "error", "weights + KV cache + overheads fit on every device the model is placed on",
+      tags=("memory",))
+def memory_fit(ctx):
+    for i, dep in enumerate(ctx.rig.serve):
+        f = sizing.fit(ctx, dep)
+        if f is None:
+            continue
+        base = ("serve", i)
+        for d in f.overflowing:
+            room_for_weights = d.capacity_gib - d.overhead_gib
+            kvdesc = f"KV {d.kv_gib:.1f} GiB ({f.context_tokens:,} tokens x {f.parallel} seq, {f.kv_type})"
+            usage = (f"weights {d.weights_gib:.1f} + {kvdesc} + overhead {d.overhead_gib:.1f} = "
+                     f"{d.used_gib:.1f} GiB > {d.capacity_gib:.1f} GiB usable on {d.label} ({d.name})")
+            if d.weights_gib > room_for_weights:
+                need = f.weights_gib + sum(x.overhead_gib for x in f.devices)
+                have = sum(x.capacity_gib for x in f.devices)
+                if f.user_split and need < have:
+                    yield memory_fit.finding(
+                        f"{_name(ctx, dep)}: tensor split {f.split} puts {d.layers} of {sum(x.layers for x in f.devices)} "
+                        f"layers on {d.label}: {usage}",
+                        base + ("tensor_split" if dep.tensor_split else "gpu_split_gb",), tag="split",
+                        hint="drop tensor_split to let rigctl balance the layers, or move layers off this GPU")
+                else:
+                    yield memory_fit.finding(
+                        f"{_name(ctx, dep)}: {f.weights_gib:.1f} GiB ({f.weights_gib * sizing.GIB / 1e9:.1f} GB) of weights "
+                        f"do not fit: {usage}; all placed devices give {have:.1f} GiB for {need:.1f} GiB of weights and overheads",
+                        base + ("format",), tag="weights",
+                        hint="use a smaller quantization, add GPUs to placement, or pick a smaller model")
+                break
+            fix = _ctx_fix(dep, f.max_context_tokens and sizing.round_context(f.max_context_tokens))
+            if f.user_split and f.max_context_tokens and f.max_context_tokens >= f.context_tokens * 0.5:
+                yield memory_fit.finding(f"{_name(ctx, dep)}: tensor split {f.split} overflows {d.label}: {usage}",
+                                         base + ("tensor_split" if dep.tensor_split else "gpu_split_gb",), tag="split",
+                                         hint="drop tensor_split to let rigctl balance the layers; " + fix)
+            else:
+                path = base + ("context_tokens",) if dep.context_tokens else base + ("model",)
+                kvhint = " or a q8_0 KV cache" if f.kv_type in ("f16", "bf16") else ""
+                yield memory_fit.finding(f"{_name(ctx, dep)}: context does not fit: {usage}; {fix}", path,
+                                         tag="context", hint=f"lower the context{kvhint}, or fewer parallel sequences")
+            break
+
+
+@rule("memory-context-limit", "warning", "the requested context is within what the model was trained for",
+      tags=("memory",))
+def context_limit(ctx):
+    for i, dep in enumerate(ctx.rig.serve):
+        model = ctx.model(dep)
+        if model is None or not dep.context_tokens:
+            continue
+        if dep.context_tokens > model.max_context:
+            yield context_limit.finding(
+                f"context_tokens {dep.context_tokens:,} exceeds {model.name}'s trained context of {model.max_context:,} tokens; "
+                "quality degrades past it and vLLM refuses to start",
+                ("serve", i, "context_tokens"), hint=f"use at most {model.max_context:,}")
+
+
+@rule("memory-vllm-concurrency", "info", "vLLM's KV cache holds the requested number of full-length sequences",
+      tags=("memory", "vllm"))
+def vllm_concurrency(ctx):
+    for i, dep in enumerate(ctx.rig.serve):
+        if dep.stack != Stack.vllm or dep.parallel_sequences <= 1:
+            continue
+        f = sizing.fit(ctx, dep)
+        if f is None or not f.fits or not f.max_context_tokens:
+            continue
+        seqs = f.max_context_tokens // max(f.context_tokens, 1)
+        if seqs < dep.parallel_sequences:
+            yield vllm_concurrency.finding(
+                f"the KV cache left under gpu_memory_utilization {dep.gpu_memory_utilization} holds {f.max_context_tokens:,} tokens: "
+                f"{seqs} full {f.context_tokens:,}-token sequences at once, not {dep.parallel_sequences}; "
+                "vLLM queues the rest",
+                ("serve", i, "parallel_sequences"), severity=Severity.info,
+                hint="raise gpu_memory_utilization, use kv_cache_type fp8, or shorten the context")

@@ -1,0 +1,360 @@
+"""Memory model: where each deployment's weights, KV cache and overheads land.
+
+Pure arithmetic over the spec and catalog (no I/O). The memory rules judge
+its result and the planner turns it into engine flags, so what validate
+accepts is exactly what plan deploys. Formulas and their sources:
+/work/shared/reference/rules.md §1-§5 (weights = params x bpw / 8; KV =
+2 x layers x kv_heads x head_dim x ctx x bytes; overheads per GPU).
+Everything internal is GiB (2^30 bytes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .spec.models import Deployment, ModelArch, Stack
+
+GIB = float(1 << 30)
+
+# bytes per KV element; q8_0/q4_0 blocks hold 32 values plus a 2-byte scale
+KV_BYTES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+CUDA_CONTEXT_GIB = 0.35  # CUDA context + cuBLAS workspace per GPU [rules.md §3, L]
+DISPLAY_GIB = 0.5  # desktop session on the GPU [rules.md §3]
+LLAMACPP_COMPUTE_GIB = 0.30  # compute buffer per device at -ub 512 with flash attention [rules.md §3, L]
+UBATCH = 512
+VLLM_BATCHED_TOKENS = 2048
+VLLM_BASE_OVERHEAD_GIB = 1.0  # non-torch memory + CUDA graphs (vLLM profiling run)
+TABBY_OVERHEAD_GIB = 0.5
+STACK_DEFAULT_CONTEXT = {Stack.ollama: 4096}  # others: the model's trained context
+
+
+@dataclass
+class Device:
+    """One memory pool a deployment uses: a GPU, or a node's RAM for CPU backends."""
+
+    label: str  # node/gpu0, node/cpu
+    node: str
+    gpu_id: str | None
+    path: tuple  # spec path of the GPU (or node) for findings
+    name: str  # human name: "RTX 3090"
+    capacity_gib: float
+    bandwidth_gbs: float | None = None
+    layers: int = 0
+    weights_gib: float = 0.0
+    kv_gib: float = 0.0
+    overhead_gib: float = 0.0
+    holds_output: bool = False
+
+    @property
+    def used_gib(self) -> float:
+        return self.weights_gib + self.kv_gib + self.overhead_gib
+
+    @property
+    def free_gib(self) -> float:
+        return self.capacity_gib - self.used_gib
+
+
+@dataclass
+class Fit:
+    deployment: str
+    stack: Stack
+    mode: str  # layer | tensor | single | cpu
+    devices: list[Device]
+    weights_gib: float
+    context_tokens: int
+    parallel: int
+    kv_type: str
+    kv_bytes_per_token: float  # whole model, one sequence
+    max_context_tokens: int | None  # largest per-sequence context that fits (None: weights alone do not fit)
+    split: list[float] = field(default_factory=list)
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    user_split: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return all(d.free_gib >= 0 for d in self.devices)
+
+    @property
+    def overflowing(self) -> list[Device]:
+        return [d for d in self.devices if d.free_gib < 0]
+
+
+# ----------------------------------------------------------------- weights
+
+
+def hidden_size(model) -> int:
+    return model.hidden_size or model.attention_heads * model.head_dim
+
+
+def bits_per_weight(ctx, dep: Deployment) -> float | None:
+    if dep.bits_per_weight:
+        return dep.bits_per_weight
+    fmt = ctx.format(dep)
+    model = ctx.model(dep)
+    if fmt is None or fmt.bits_per_weight is None or model is None:
+        return None
+    if model.params_b < 15 and fmt.bits_per_weight_small_models:
+        return fmt.bits_per_weight_small_models
+    return fmt.bits_per_weight
+
+
+def weights_gib(ctx, dep: Deployment) -> float | None:
+    """Weights of the whole model in GiB: the real file when known, else params x bpw / 8."""
+    facts = ctx.model_files.get(dep.name)
+    if facts and facts.get("weights_bytes"):
+        return facts["weights_bytes"] / GIB
+    model = ctx.model(dep)
+    bpw = bits_per_weight(ctx, dep)
+    if model is None or bpw is None:
+        return None
+    return model.params_b * 1e9 * bpw / 8 / GIB
+
+
+def kv_type(dep: Deployment) -> str:
+    return "f16" if dep.kv_cache_type == "auto" else dep.kv_cache_type
+
+
+def kv_bytes_per_token_layer(model, kv: str) -> float:
+    """K and V for one token in one layer (GQA-aware: kv_heads, not attention heads)."""
+    return 2 * model.kv_heads * model.head_dim * KV_BYTES[kv]
+
+
+def default_context(ctx, dep: Deployment) -> int:
+    model = ctx.model(dep)
+    if dep.context_tokens:
+        return dep.context_tokens
+    if dep.stack in STACK_DEFAULT_CONTEXT:
+        return STACK_DEFAULT_CONTEXT[dep.stack]
+    return model.max_context if model else 4096
+
+
+# ----------------------------------------------------------------- devices
+
+
+def devices_for(ctx, dep: Deployment) -> list[Device]:
+    """Memory pools in placement order. Nodes placed with `gpus: []` (or with no
+    GPUs) contribute their RAM, as llama.cpp's CPU/RPC backends use it."""
+    out: list[Device] = []
+    for p in dep.placement:
+        ni = ctx.node_index(p.node)
+        if ni is None:
+            continue
+        node = ctx.rig.nodes[ni]
+        placed = [pg for pg in ctx.placed_gpus(dep) if pg.node_index == ni]
+        if placed:
+            for pg in placed:
+                e = pg.entry
+                if e is None:
+                    continue
+                cap = e.usable_gib - (DISPLAY_GIB if pg.gpu.display else 0)
+                out.append(Device(pg.label, node.name, pg.gpu.id, pg.path, e.name, cap, e.bandwidth_gbs))
+        elif p.gpus == [] or not node.gpus:
+            if node.memory_gib:
+                # leave the OS ~10 % (at least 1 GiB) of RAM
+                cap = node.memory_gib - max(1.0, 0.1 * node.memory_gib)
+                out.append(Device(f"{node.name}/cpu", node.name, None, ("nodes", ni, "memory_gib"),
+                                  "system RAM", cap, None))
+    return out
+
+
+# ----------------------------------------------------------------- placement
+
+
+def _layer_counts(weights: list[float], n_layers: int) -> list[int]:
+    """Layers per device for proportions, as llama.cpp assigns them (cumulative rounding)."""
+    total = sum(weights) or 1.0
+    counts, cum, prev = [], 0.0, 0
+    for w in weights:
+        cum += w / total
+        upto = round(cum * n_layers)
+        counts.append(upto - prev)
+        prev = upto
+    counts[-1] += n_layers - sum(counts)
+    return counts
+
+
+def _balanced_split(caps: list[float], fixed: list[float], per_layer: float, n_layers: int) -> list[float]:
+    """Layers per device so that the fullest device is as empty as possible."""
+    room = [max(c - f, 0.0) for c, f in zip(caps, fixed)]
+    if sum(room) <= 0 or per_layer <= 0:
+        return [1.0] * len(caps)
+    counts = [0] * len(caps)
+    for _ in range(n_layers):
+        # put the next layer where the most room would be left, relative to capacity
+        best = max(range(len(caps)), key=lambda i: (room[i] - (counts[i] + 1) * per_layer) / max(caps[i], 1e-9))
+        counts[best] += 1
+    return [float(c) for c in counts]
+
+
+def fit(ctx, dep: Deployment, context_tokens: int | None = None) -> Fit | None:
+    """Place one deployment; None when the model, format or GPUs cannot be resolved."""
+    model = ctx.model(dep)
+    w_total = weights_gib(ctx, dep)
+    devices = devices_for(ctx, dep)
+    if model is None or w_total is None or not devices:
+        return None
+    ctx_tokens = context_tokens or default_context(ctx, dep)
+    kv = kv_type(dep)
+    if dep.stack == Stack.vllm:
+        return _fit_vllm(ctx, dep, model, w_total, devices, ctx_tokens, kv)
+    if dep.stack == Stack.tabbyapi and (dep.tensor_parallel or 1) > 1:
+        return _fit_tensor(dep, model, w_total, devices, ctx_tokens, kv, overhead=TABBY_OVERHEAD_GIB,
+                           tp=dep.tensor_parallel or 1)
+    if dep.stack == Stack.ollama and not dep.tensor_split:
+        single = _fit_ollama_single(dep, model, w_total, devices, ctx_tokens, kv)
+        if single is not None:
+            return single
+    return _fit_layers(dep, model, w_total, devices, ctx_tokens, kv)
+
+
+def _layer_overheads(dep: Deployment, model, devices: list[Device]) -> tuple[float, float, list[float]]:
+    """(output-layer GiB, per-layer weight GiB share, fixed overhead per device)."""
+    fixed = []
+    for d in devices:
+        o = 0.0
+        if d.gpu_id is not None:
+            o += CUDA_CONTEXT_GIB + LLAMACPP_COMPUTE_GIB
+        if dep.stack == Stack.tabbyapi:
+            o = TABBY_OVERHEAD_GIB
+        fixed.append(o)
+    return 0.0, 0.0, fixed
+
+
+def _fit_layers(dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
+    n_layers = model.layers
+    hid = hidden_size(model)
+    # token embeddings stay in host memory in llama.cpp; the output head sits on the last device
+    w_embed = model.vocab_size * hid * (w_total * GIB * 8 / (model.params_b * 1e9)) / 8 / GIB
+    w_output = w_embed if dep.stack != Stack.exo else 0.0
+    w_layer = max(w_total - w_embed - w_output, 0.0) / n_layers
+    kv_layer_tok = kv_bytes_per_token_layer(model, kv) / GIB
+    seqs = dep.parallel_sequences
+    kv_layer = kv_layer_tok * ctx_tokens * seqs
+    logits = model.vocab_size * UBATCH * 4 / GIB
+    fixed = _layer_overheads(dep, model, devices)[2]
+    fixed[-1] += w_output + logits
+    caps = [d.capacity_gib for d in devices]
+    user = dep.tensor_split or (dep.gpu_split_gb if dep.stack == Stack.tabbyapi else None)
+    if user and len(user) == len(devices):
+        split = list(user)
+    else:
+        split = _balanced_split(caps, fixed, w_layer + kv_layer, n_layers)
+        user = None
+    counts = _layer_counts(split, n_layers)
+    for d, n, f in zip(devices, counts, fixed):
+        d.layers = n
+        d.weights_gib = n * w_layer
+        d.kv_gib = n * kv_layer
+        d.overhead_gib = f
+    devices[-1].holds_output = True
+    devices[-1].weights_gib += w_output
+    devices[-1].overhead_gib -= w_output
+    max_ctx = _max_context(devices, [n * kv_layer_tok * seqs for n in counts])
+    mode = "single" if len(devices) == 1 else "layer"
+    if devices[0].gpu_id is None and len(devices) == 1:
+        mode = "cpu"
+    return Fit(dep.name, dep.stack, mode, devices, w_total, ctx_tokens, seqs, kv,
+               kv_layer_tok * GIB * n_layers, max_ctx, split=split, user_split=bool(user))
+
+
+def _fit_ollama_single(dep, model, w_total, devices, ctx_tokens, kv) -> Fit | None:
+    """Ollama loads on the one GPU with the most free memory when the model fits there."""
+    gpus = [d for d in devices if d.gpu_id is not None]
+    if len(gpus) < 2:
+        return None
+    best = max(gpus, key=lambda d: d.capacity_gib)
+    trial = _fit_layers(dep, model, w_total, [Device(**{**best.__dict__})], ctx_tokens, kv)
+    if not trial.fits:
+        return None
+    trial.notes.append(f"Ollama loads the model on one GPU ({best.label}) because it fits there; "
+                       "set OLLAMA_SCHED_SPREAD=1 to spread it")
+    return trial
+
+
+def _fit_tensor(dep, model, w_total, devices, ctx_tokens, kv, *, overhead: float, tp: int, pp: int = 1,
+                util: float | None = None) -> Fit:
+    """Equal shards over tp x pp GPUs (vLLM, TabbyAPI TP): the smallest GPU bounds capacity."""
+    shards = tp * pp
+    kv_heads_per_rank = max(1.0, model.kv_heads / tp)
+    layers_per_stage = model.layers / pp
+    kv_tok = 2 * layers_per_stage * kv_heads_per_rank * model.head_dim * KV_BYTES[kv] / GIB
+    seqs = dep.parallel_sequences
+    for d in devices:
+        if util is not None and d.gpu_id is not None:
+            d.capacity_gib = min(d.capacity_gib, util * _nominal(d))
+        d.layers = round(layers_per_stage)
+        d.weights_gib = w_total / shards
+        d.overhead_gib = overhead
+    max_ctx = _max_context(devices, [kv_tok] * len(devices))
+    # vLLM needs one full-length sequence in the KV cache; more sequences share what is left
+    for d in devices:
+        d.kv_gib = kv_tok * ctx_tokens * (1 if dep.stack == Stack.vllm else seqs)
+    if dep.stack != Stack.vllm and max_ctx is not None:
+        max_ctx //= seqs
+    return Fit(dep.name, dep.stack, "tensor", devices, w_total, ctx_tokens, seqs, kv,
+               kv_bytes_per_token_layer(model, kv) * model.layers, max_ctx, split=[1.0] * len(devices),
+               tensor_parallel=tp, pipeline_parallel=pp)
+
+
+def _nominal(d: Device) -> float:
+    return d.capacity_gib if d.gpu_id is None else d.__dict__.get("_nominal", d.capacity_gib)
+
+
+def vllm_layout(ctx, dep: Deployment, n_gpus: int) -> tuple[int, int]:
+    """(tensor_parallel, pipeline_parallel): given values, else TP = GPUs per node, PP = nodes."""
+    nodes = max(1, len(ctx.deployment_nodes(dep)))
+    tp = dep.tensor_parallel or max(1, n_gpus // (dep.pipeline_parallel or nodes))
+    pp = dep.pipeline_parallel or max(1, n_gpus // tp)
+    return tp, pp
+
+
+def _fit_vllm(ctx, dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
+    tp, pp = vllm_layout(ctx, dep, len(devices))
+    hid = hidden_size(model)
+    activation = VLLM_BATCHED_TOKENS * (hid * 16 + model.vocab_size * 4) / GIB / tp
+    for pg, d in zip(ctx.placed_gpus(dep), devices):
+        if pg.entry is not None:
+            d.__dict__["_nominal"] = pg.entry.memory_gib
+    requested = dep.context_tokens or model.max_context
+    f = _fit_tensor(dep, model, w_total, devices, requested, kv if kv != "q8_0" else "fp8",
+                    overhead=VLLM_BASE_OVERHEAD_GIB + CUDA_CONTEXT_GIB + activation, tp=tp, pp=pp,
+                    util=dep.gpu_memory_utilization)
+    f.mode = "tensor" if tp > 1 else ("pipeline" if pp > 1 else "single")
+    if dep.context_tokens is None and f.max_context_tokens is not None:
+        # vLLM would take the model's full context; the plan sets --max-model-len to what fits
+        chosen = min(model.max_context, f.max_context_tokens)
+        if chosen >= 256:
+            kv_tok = f.devices[0].kv_gib / requested if requested else 0
+            for d in f.devices:
+                d.kv_gib = kv_tok * chosen
+            f.context_tokens = chosen
+            if chosen < model.max_context:
+                f.notes.append(f"--max-model-len {chosen:,} (the largest that fits; the model supports {model.max_context:,})")
+    # what vLLM really does: everything left under the utilization cap becomes KV cache
+    return f
+
+
+def _max_context(devices: list[Device], kv_per_token: list[float]) -> int | None:
+    best: float | None = None
+    for d, per_tok in zip(devices, kv_per_token):
+        room = d.capacity_gib - d.weights_gib - d.overhead_gib
+        if room < 0:
+            return None
+        if per_tok > 0:
+            n = room / per_tok
+            best = n if best is None else min(best, n)
+    if best is None:
+        return 10_485_760
+    return int(best)
+
+
+def round_context(n: int) -> int:
+    """Round a context length down to a friendly size (multiple of 256, or a power of two above 8k)."""
+    if n >= 8192:
+        p = 2 ** int(math.log2(n))
+        return p if n - p < 1024 else n - n % 1024
+    return max(256, n - n % 256)

@@ -1,0 +1,207 @@
+"""Hardware, model and format catalogs: data files shipped with the package.
+
+Every entry carries a ``source`` note. Users extend or override entries with
+their own files (same schema, same ids win) listed under ``catalog:`` in the
+rig spec or passed with ``--catalog``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+try:
+    _SafeLoader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _SafeLoader = yaml.SafeLoader
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    source: str
+    confidence: Literal["high", "medium", "low"] = "medium"
+
+
+class NvlinkInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    present: bool = False
+    generation: int | None = None
+    bandwidth_gbs: float | None = None
+    max_way: int | None = None
+    bridge_spacings_slots: list[int] = Field(default_factory=list)
+    p2p_over_pcie: bool = True
+
+
+class GpuEntry(Entry):
+    nvml_names: list[str] = Field(default_factory=list)
+    vendor: Literal["nvidia", "apple", "amd", "intel"]
+    architecture: str
+    form_factor: Literal["pcie", "sxm", "soc", "oam"]
+    memory_gib: float
+    usable_memory_fraction: float = 1.0
+    reserved_mib: int = 0
+    bandwidth_gbs: float
+    board_power_w: int | None = None
+    transient_peak_w: int | None = None
+    transient_note: str | None = None
+    slot_width: int | None = None
+    pcie_gen: int | None = None
+    pcie_lanes: int | None = None
+    power_connector: str | None = None
+    nvlink: NvlinkInfo = Field(default_factory=NvlinkInfo)
+    compute_capability: str | None = None
+    min_driver_branch: int | None = None
+    min_cuda: str | None = None
+    open_kernel_modules_required: bool = False
+    fp16_tflops: float | None = None
+
+    @property
+    def usable_gib(self) -> float:
+        """Memory a model may use: nominal minus driver reservation, times the usable fraction."""
+        return self.memory_gib * self.usable_memory_fraction - self.reserved_mib / 1024
+
+
+class ModelEntry(Entry):
+    architecture: str
+    params_b: float
+    active_params_b: float | None = None
+    layers: int
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    hidden_size: int | None = None
+    vocab_size: int
+    max_context: int
+    experts: int | None = None
+
+    @property
+    def active_b(self) -> float:
+        return self.active_params_b or self.params_b
+
+
+class FormatEntry(Entry):
+    family: str
+    bits_per_weight: float | None = None
+    bits_per_weight_small_models: float | None = None
+    stacks: list[str]
+    note: str | None = None
+    confidence: Literal["high", "medium", "low"] = "high"
+
+
+class CpuEntry(Entry):
+    pcie_lanes: int | None = None
+    pcie_gen: int | None = None
+    power_w: int | None = None
+
+
+KINDS: dict[str, type[Entry]] = {"gpus": GpuEntry, "models": ModelEntry, "formats": FormatEntry, "cpus": CpuEntry}
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s_]+", "-", s.strip().lower())
+
+
+class CatalogError(Exception):
+    def __init__(self, message: str, file: str, line: int = 1):
+        super().__init__(message)
+        self.message, self.file, self.line = message, file, line
+
+
+class Table:
+    """Entries of one kind, looked up by id or alias, case- and separator-insensitive."""
+
+    def __init__(self, kind: str, entries: list[Entry]):
+        self.kind = kind
+        self.entries: dict[str, Entry] = {}
+        self._index: dict[str, str] = {}
+        for e in entries:
+            self.add(e)
+
+    def add(self, e: Entry) -> None:
+        self.entries[e.id] = e
+        for key in [e.id, e.name, *e.aliases]:
+            self._index[_norm(key)] = e.id
+
+    def get(self, key: str):
+        eid = self._index.get(_norm(key))
+        return self.entries.get(eid) if eid else None
+
+    def suggest(self, key: str) -> list[str]:
+        close = difflib.get_close_matches(_norm(key), list(self._index), n=3, cutoff=0.6)
+        ids: list[str] = []
+        for c in close:
+            if self._index[c] not in ids:
+                ids.append(self._index[c])
+        return ids
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
+    def __len__(self):
+        return len(self.entries)
+
+
+class Catalog:
+    def __init__(self, tables: dict[str, Table]):
+        self.gpus: Table = tables["gpus"]
+        self.models: Table = tables["models"]
+        self.formats: Table = tables["formats"]
+        self.cpus: Table = tables["cpus"]
+
+    def extended(self, files: list[Path]) -> "Catalog":
+        """A copy with user files layered on top (same id replaces)."""
+        tables = {k: Table(k, list(getattr(self, k))) for k in KINDS}
+        for f in files:
+            for kind, entries in _read_user_file(f).items():
+                for e in entries:
+                    tables[kind].add(e)
+        return Catalog(tables)
+
+
+def _parse(kind: str, items, file: str) -> list[Entry]:
+    if not isinstance(items, list):
+        raise CatalogError(f"'{kind}' must be a list of entries", file)
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(KINDS[kind].model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            ident = item.get("id", f"#{i}") if isinstance(item, dict) else f"#{i}"
+            raise CatalogError(f"{kind} entry {ident}: {loc}: {first['msg']}", file) from None
+    return out
+
+
+def _read_user_file(path: Path) -> dict[str, list[Entry]]:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"cannot read catalog file: {exc}", str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise CatalogError(f"invalid YAML: {getattr(exc, 'problem', exc)}", str(path), mark.line + 1 if mark else 1) from None
+    if not isinstance(data, dict) or not set(data) <= set(KINDS):
+        raise CatalogError(f"a catalog file is a mapping with any of: {', '.join(KINDS)}", str(path))
+    return {k: _parse(k, v, str(path)) for k, v in data.items()}
+
+
+@lru_cache(maxsize=1)
+def builtin() -> Catalog:
+    """The catalogs shipped in provisioner/spec/data."""
+    base = resources.files("provisioner.spec") / "data"
+    tables = {}
+    for kind in KINDS:
+        text = (base / f"{kind}.yaml").read_text(encoding="utf-8")
+        tables[kind] = Table(kind, _parse(kind, yaml.load(text, Loader=_SafeLoader), f"{kind}.yaml"))
+    return Catalog(tables)
