@@ -223,7 +223,7 @@ class _Builder:
 
     def _scalar(self, event) -> Any:
         tag = event.tag
-        if tag in (None, "!") and event.implicit[0] and event.style is None:
+        if tag in (None, "!") and event.implicit[0] and not event.style:
             return _resolve_plain(event.value)
         if tag in (None, "!"):
             return event.value
@@ -270,7 +270,7 @@ class _Builder:
             vpos = _pos(vevent.start_mark)
             value, n = self._node(vevent)
             size += n
-            if key == "<<" and event.style is None:
+            if key == "<<" and not event.style:
                 for m in value if isinstance(value, list) else [value]:
                     if not isinstance(m, dict):
                         raise YamlError("'<<' merges a mapping (or a list of mappings)", *vpos)

@@ -1,0 +1,65 @@
+"""llama.cpp llama-server (layer split) and llama.cpp RPC across machines."""
+
+from __future__ import annotations
+
+from ..sizing import Fit
+from ..spec.models import Deployment, Stack
+from .common import fmt_num, model_path, node_address, port_scope, secret_file
+from .model import Service
+
+DEFAULT_PORT = 8080
+RPC_PORT = 50052
+
+
+def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None = None) -> list[Service]:
+    nodes = ctx.deployment_nodes(dep)
+    if not nodes:
+        return []
+    head, workers = nodes[0], nodes[1:] if dep.stack == Stack.llamacpp_rpc else []
+    port = dep.port or DEFAULT_PORT
+    head_gpus = [pg for pg in ctx.placed_gpus(dep) if pg.node.name == head.name]
+    n_ctx = (fit.context_tokens if fit else dep.context_tokens or 4096) * dep.parallel_sequences
+    argv = ["llama-server", "--model", model_path(dep), "--ctx-size", str(n_ctx),
+            "--parallel", str(dep.parallel_sequences), "--n-gpu-layers", "999",
+            "--host", dep.bind, "--port", str(port)]
+    services: list[Service] = []
+    rpc_endpoints = []
+    for w in workers:
+        wgpus = [pg for pg in ctx.placed_gpus(dep) if pg.node.name == w.name]
+        addr = node_address(w, addresses)
+        rpc_endpoints.append(f"{addr}:{RPC_PORT}")
+        wargv = ["rpc-server", "--host", addr, "--port", str(RPC_PORT)]
+        env = {}
+        if wgpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(pg.gpu.uuid or str(pg.gpu_index) for pg in wgpus)
+        services.append(Service(
+            deployment=dep.name, node=w.name, role="rpc-worker", stack="llamacpp-rpc",
+            name=f"rigctl-{dep.name}-rpc", argv=wargv, env=env, port=RPC_PORT, bind=addr,
+            port_scope="subnet", gpus=[pg.gpu.id for pg in wgpus], gpu_indices=[pg.gpu_index for pg in wgpus],
+            gpu_uuids=[pg.gpu.uuid for pg in wgpus if pg.gpu.uuid]))
+    if rpc_endpoints:
+        argv += ["--rpc", ",".join(rpc_endpoints)]
+    n_devices = len(fit.devices) if fit else len(head_gpus)
+    if fit and n_devices > 1:
+        argv += ["--split-mode", "layer", "--tensor-split", ",".join(fmt_num(d.layers) for d in fit.devices)]
+    if len(head_gpus) > 1:
+        argv += ["--main-gpu", "0"]
+    if fit and fit.kv_type not in ("f16",):
+        argv += ["--cache-type-k", fit.kv_type, "--cache-type-v", fit.kv_type]
+    if dep.flash_attention is not None or (fit and fit.kv_type not in ("f16", "bf16")):
+        argv += ["--flash-attn", "on" if dep.flash_attention is not False else "off"]
+    secret_env = {}
+    if dep.auth:
+        argv += ["--api-key-file", secret_file(dep)]
+        secret_env["LLAMA_API_KEY_FILE"] = dep.auth.model_dump(exclude_none=True)
+    argv += list(dep.extra_args)
+    env = {}
+    if head_gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(pg.gpu.uuid or str(pg.gpu_index) for pg in head_gpus)
+    services.insert(0, Service(
+        deployment=dep.name, node=head.name, role="server", stack=dep.stack.value,
+        name=f"rigctl-{dep.name}", argv=argv, env=env, port=port, bind=dep.bind,
+        port_scope=port_scope(dep.bind), gpus=[pg.gpu.id for pg in head_gpus],
+        gpu_indices=[pg.gpu_index for pg in head_gpus], gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid],
+        health_path="/health", model_path=model_path(dep), model_source=dep.model_file, secret_env=secret_env))
+    return services

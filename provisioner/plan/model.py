@@ -1,0 +1,71 @@
+"""The plan: per deployment, where it runs and the exact processes to start.
+
+Render turns a Plan into files; nothing here touches the filesystem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..sizing import Fit
+
+
+@dataclass
+class Service:
+    """One process (native unit or container) on one node."""
+
+    deployment: str
+    node: str
+    role: str  # server | rpc-worker | ray-head | ray-worker | exo-node | petals-server | petals-dht
+    stack: str  # llamacpp | llamacpp-rpc | ollama | vllm | tabbyapi | exo | petals
+    name: str  # unit/container name, unique per node: rigctl-<deployment>-<role>
+    argv: list[str]  # binary first; the exact command line
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # extra config files: path on host -> content
+    port: int | None = None
+    bind: str = "127.0.0.1"
+    extra_ports: list[int] = field(default_factory=list)
+    port_scope: str = "loopback"  # loopback | subnet | any: who may connect (firewall)
+    gpus: list[str] = field(default_factory=list)  # GPU ids on the node
+    gpu_indices: list[int] = field(default_factory=list)
+    gpu_uuids: list[str] = field(default_factory=list)
+    health_path: str | None = None
+    model_path: str | None = None  # where the model file lives on the host
+    model_source: str | None = None  # controller path to copy from, when given
+    secret_env: dict[str, dict] = field(default_factory=dict)  # env var -> secret reference (never the value)
+    ipc_host: bool = False
+    shm_size: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Speed:
+    decode_tps_low: float
+    decode_tps_high: float
+    prompt_tps_low: float | None
+    prompt_tps_high: float | None
+    bottleneck: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeploymentPlan:
+    name: str
+    stack: str
+    model: str
+    format: str
+    fit: Fit | None
+    services: list[Service]
+    speed: Speed | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    rig: str
+    deployments: list[DeploymentPlan]
+
+    def services_on(self, node: str) -> list[Service]:
+        return [s for d in self.deployments for s in d.services if s.node == node]
