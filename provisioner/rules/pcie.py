@@ -137,10 +137,12 @@ def pcie_lanes(ctx: Context) -> Iterator[Diagnostic]:
             continue
         parts: list[str] = []
         total = 0
+        counted: set[str] = set()
         for pg in ctx.gpus(ni):
             lk = link(pg)
-            if lk is None or lk.slot.source != "cpu":
-                continue
+            if lk is None or lk.slot.source != "cpu" or lk.slot.name in counted:
+                continue  # two GPUs in one slot are pcie-slot's finding
+            counted.add(lk.slot.name)
             total += lk.lanes
             parts.append(f"{pg.gpu.id} x{lk.lanes}")
         m2 = _m2_slots(node)

@@ -178,7 +178,7 @@ def psu_headroom(ctx: Context) -> Iterator[Diagnostic]:
             if cap is not None:
                 fixes.append(f"cap the GPUs at {cap} W")
             yield psu_headroom.finding(
-                f"{', '.join(spikers)} draw ms-scale spikes far above board power, and this PSU is not ATX 3.x: "
+                f"{', '.join(spikers)} cards draw ms-scale spikes far above board power, and this PSU is not ATX 3.x: "
                 f"{load.total_w} W sustained needs ≥ {need_t:.0f} W with 40 % headroom; PSU is {psu_text(node)} — "
                 + " or ".join(fixes),
                 path, tag="transient", severity=Severity.warning)
@@ -222,8 +222,8 @@ def psu_connectors(ctx: Context) -> Iterator[Diagnostic]:
                 yield psu_connectors.finding(
                     f"{pg.gpu.id} ({short_name(pg)}, {pg.entry.power_connector}) is capped at {limit} W, but its "
                     f"power inputs are rated for {max_w} W"
-                    + (" (600 W per 12V-2x6 connector [P8])" if kind == "16pin" else
-                       " (150 W per PCIe 8-pin + 75 W slot [P9])" if kind == "8pin" else "")
+                    + (" (600 W per 12V-2x6 connector)" if kind == "16pin" else
+                       " (150 W per PCIe 8-pin + 75 W slot)" if kind == "8pin" else "")
                     + f" — set power_limit_w ≤ {max_w}",
                     pg.path + ("power_limit_w",), tag="rating")
         psu = node.psu
@@ -241,7 +241,7 @@ def psu_connectors(ctx: Context) -> Iterator[Diagnostic]:
             worst = max(hpwr, key=lambda pg: gpu_watts(pg) or 0)
             w = gpu_watts(worst) or CONNECTOR_16PIN_W
             yield psu_connectors.finding(
-                f"{len(hpwr)} GPU{'s' if len(hpwr) > 1 else ''} use a 12V-2x6/12VHPWR connector but the PSU lists "
+                f"{len(hpwr)} GPU{'s use' if len(hpwr) > 1 else ' uses'} a 12V-2x6/12VHPWR connector but the PSU lists "
                 f"no native 12V-2x6 output: each card needs the 8-pin adapter, {math.ceil(w / PCIE_8PIN_W)} separate "
                 f"8-pin PSU cables for {w} W — set connectors_12v_2x6 if the PSU has them, or plan the cables",
                 ("nodes", ni, "psu"), tag="adapter", severity=Severity.info, at_key=True)
@@ -316,6 +316,6 @@ def power_limit_range(ctx: Context) -> Iterator[Diagnostic]:
                 f"{pg.gpu.id} ({short_name(pg)}) power_limit_w {limit} W is {limit / board:.0%} of its {board} W "
                 f"board power; cards refuse caps below their minimum (`nvidia-smi -q -d POWER` shows it) and "
                 f"throughput collapses — use ≥ {math.ceil(LIMIT_LOW * board / 10) * 10} W "
-                f"(RTX 3090s are commonly capped at 210–280 W)",
+                f"(caps of 60–80 % are common and cost little token speed)",
                 path, tag="low")
 
