@@ -33,6 +33,11 @@ def _bridged(ctx: Context, ni: int, bridge: NvlinkBridge) -> list[PlacedGpu] | N
     return out
 
 
+def _or(values: list[int]) -> str:
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
 def _bridge_path(ni: int, bi: int, *rest) -> tuple:
     return ("nodes", ni, "nvlink", bi, *rest)
 
@@ -122,7 +127,7 @@ def nvlink_pair(ctx: Context) -> Iterator[Diagnostic]:
                 if prev is not None and prev[0] != group:
                     yield nvlink_pair.finding(
                         f"{pg.gpu.id} is already bridged to {', '.join(sorted(prev[0] - {pg.gpu.id}))} (bridge "
-                        f"{prev[1] + 1}); a {short_name(pg)} has one NVLink connector — keep one pairing per card",
+                        f"{prev[1] + 1}); each {short_name(pg)} has one NVLink connector — keep one pairing per card",
                         _bridge_path(ni, bi, "gpus", bridge.gpus.index(pg.gpu.id)), tag="reused")
                 else:
                     partners.setdefault(pg.gpu.id, (group, bi))
@@ -155,7 +160,7 @@ def nvlink_bridge_spacing(ctx: Context) -> Iterator[Diagnostic]:
                 if dist is not None and sizes and dist not in sizes:
                     yield nvlink_bridge_spacing.finding(
                         f"{apart}; {name} bridges come in {sizes_txt} spacing, so none fits — move a card so the two "
-                        f"are {' or '.join(str(s) for s in sizes)} positions apart",
+                        f"are {_or(sizes)} positions apart",
                         _bridge_path(ni, bi, "gpus"), tag="distance")
                 else:
                     need = f"; it needs a {dist}-slot bridge" if dist is not None else ""
@@ -237,5 +242,5 @@ def nvlink_memory_pooling(ctx: Context) -> Iterator[Diagnostic]:
                         yield nvlink_memory_pooling.finding(
                             f"'{dep.name}' runs llama.cpp with split mode none, which puts all {weights:.1f} GiB of "
                             f"weights on the main GPU ({card}): NVLink does not merge {ids} into one {merged} device "
-                            "— drop `-sm none` so layers split across both GPUs",
+                            "— drop split mode none so layers split across both GPUs (the default -sm layer)",
                             ("serve", di, "extra_args", none_at))

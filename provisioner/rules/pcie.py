@@ -162,7 +162,7 @@ def pcie_lanes(ctx: Context) -> Iterator[Diagnostic]:
         yield pcie_lanes.finding(
             f"{' + '.join(parts)} = {total} CPU lanes; {cpu} has {have} — describe the slots as the board wires "
             "them when all are populated (e.g. x8/x8), move a card or drive to chipset lanes, or use a "
-            "Threadripper/EPYC platform (up to 128 lanes)",
+            "Threadripper/EPYC platform",
             path)
 
 
@@ -203,20 +203,21 @@ def pcie_width(ctx: Context) -> Iterator[Diagnostic]:
         for pg in placed:
             key = (pg.node_index, pg.gpu_index)
             lk = link(pg)
-            if lk is None or key in reported or (lk.lanes >= 16 and lk.slot.source == "cpu"):
-                continue
+            if lk is None or key in reported or lk.lanes == 0 or (lk.lanes >= 16 and lk.slot.source == "cpu"):
+                continue  # a disabled slot (0 lanes) is pcie-lane-sharing's finding
             reported.add(key)
             src = " through the chipset" if lk.slot.source == "chipset" else ""
             yield pcie_width.finding(
                 f"{pg.gpu.id} in {lk.slot.name} runs PCIe {lk.gen}.0 x{lk.lanes}{src} ≈ "
                 f"{fmt_gbs(gbs(lk.gen, lk.lanes))} GB/s per direction (x16 would be {fmt_gbs(gbs(lk.gen, 16))} GB/s); "
                 f"tensor parallel ({tp}) in '{dep.name}' all-reduces over this link at every layer — use x16 CPU "
-                "slots, an NVLink bridge (3090/A6000), or layer/pipeline split, which only passes activations",
+                + ("slots, an NVLink bridge, " if pg.entry and pg.entry.nvlink.present else "slots ")
+                + "or layer/pipeline split, which only passes activations",
                 pg.path + ("slot",), tag="tensor-parallel")
     for pg in ctx.all_gpus():
         key = (pg.node_index, pg.gpu_index)
         lk = link(pg)
-        if lk is None or key in reported or lk.lanes > 4:
+        if lk is None or key in reported or lk.lanes > 4 or lk.lanes == 0:
             continue
         src = "chipset" if lk.slot.source == "chipset" else "CPU"
         if lk.slot.source != "chipset" and lk.lanes > 2:

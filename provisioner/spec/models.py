@@ -23,7 +23,7 @@ Name = Annotated[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class Stack(str, Enum):

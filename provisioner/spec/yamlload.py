@@ -152,9 +152,11 @@ def load(text: str) -> tuple[Any, Positions]:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        if "\t" in problem or "'\\t'" in problem:
-            problem += " (YAML forbids tabs for indentation; use spaces)"
         where = _pos(mark) if mark is not None else (1, 1)
+        lines = text.splitlines()
+        line_text = lines[where[0] - 1] if 0 < where[0] <= len(lines) else ""
+        if "\t" in line_text[: where[1]] or "\\t" in problem:
+            problem += " (a tab character: YAML forbids tabs for indentation; use spaces)"
         ctx = f" ({exc.context})" if exc.context and exc.problem else ""
         raise YamlError(f"YAML syntax error: {problem}{ctx}", *where) from None
 

@@ -1,0 +1,93 @@
+"""TabbyAPI (ExLlamaV2/V3): a config.yml per deployment and `python main.py --config`.
+
+Keys from theroyallab/tabbyAPI config_sample.yml (stacks.md §5). EXL2 needs the
+`exl2-checkpoint` branch (main dropped ExLlamaV2); EXL3 runs on main.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+
+import yaml
+
+from ..sizing import GIB, Fit
+from ..spec.models import Deployment
+from .common import model_path, port_scope
+from .model import Service
+from .vllm import gpu_env
+
+DEFAULT_PORT = 5000
+CONFIG_DIR = "/etc/rigctl/tabbyapi"
+INSTALL_DIR = "/opt/tabbyAPI"
+CACHE_MODES = {"f16": "FP16", "bf16": "FP16", "auto": "FP16", "fp8": "Q8", "q8_0": "Q8", "q4_0": "Q4"}
+
+
+def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None = None) -> list[Service]:
+    nodes = ctx.deployment_nodes(dep)
+    if not nodes:
+        return []
+    node = nodes[0]  # TabbyAPI is single-node
+    placed = [pg for pg in ctx.placed_gpus(dep) if pg.node.name == node.name]
+    port = dep.port or DEFAULT_PORT
+    config_path = posixpath.join(CONFIG_DIR, dep.name, "config.yml")
+    secret_env = {}
+    if dep.auth:
+        # the role writes api_tokens.yml (api_key) from this reference; the key never enters config.yml
+        secret_env["TABBY_API_KEY"] = dep.auth.model_dump(exclude_none=True)
+    return [Service(
+        deployment=dep.name, node=node.name, role="server", stack="tabbyapi", name=f"rigctl-{dep.name}",
+        argv=["python", posixpath.join(INSTALL_DIR, "main.py"), "--config", config_path] + list(dep.extra_args),
+        env=gpu_env(placed), files={config_path: render_config(ctx, dep, fit, port)},
+        port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
+        gpus=[pg.gpu.id for pg in placed], gpu_indices=[pg.gpu_index for pg in placed],
+        gpu_uuids=[pg.gpu.uuid for pg in placed if pg.gpu.uuid], health_path="/health",
+        model_path=model_path(dep, ext=""), model_source=dep.model_file, secret_env=secret_env, shm_size="8g")]
+
+
+def config(ctx, dep: Deployment, fit: Fit | None, port: int) -> dict:
+    """config.yml as a mapping (kept separate so tests read values, not YAML text)."""
+    model = ctx.model(dep)
+    path = model_path(dep, ext="")
+    max_seq = fit.context_tokens if fit else (dep.context_tokens or (model.max_context if model else 4096))
+    cache_size = _round_up(max_seq * dep.parallel_sequences, 256)
+    mcfg: dict = {
+        "model_dir": posixpath.dirname(path),
+        "model_name": posixpath.basename(path),
+        "backend": "exllamav3" if dep.format.lower() in ("exl3", "exllamav3") else "exllamav2",
+        "max_seq_len": max_seq,
+        "cache_size": cache_size,
+        "cache_mode": CACHE_MODES.get(dep.kv_cache_type, "FP16"),
+    }
+    tp = fit.tensor_parallel if fit else (dep.tensor_parallel or 1)
+    gpus = [d for d in fit.devices if d.gpu_id is not None] if fit else []
+    if tp > 1:
+        mcfg["tensor_parallel"] = True
+        mcfg["gpu_split_auto"] = False
+        mcfg["gpu_split"] = list(dep.gpu_split_gb or [])  # empty: even split over the visible GPUs
+    elif dep.gpu_split_gb:
+        mcfg["tensor_parallel"] = False
+        mcfg["gpu_split_auto"] = False
+        mcfg["gpu_split"] = list(dep.gpu_split_gb)
+    elif len(gpus) > 1:
+        # pin the plan's layer split: autosplit has loaded onto one GPU and OOMed (tabbyAPI#250, #67)
+        mcfg["tensor_parallel"] = False
+        mcfg["gpu_split_auto"] = False
+        mcfg["gpu_split"] = [math.ceil((d.weights_gib + d.kv_gib) * GIB / 1e9 * 10 + 2) / 10 for d in gpus]
+    else:
+        mcfg["tensor_parallel"] = False
+        mcfg["gpu_split_auto"] = True
+    return {
+        "network": {"host": dep.bind, "port": port, "disable_auth": False, "api_servers": ["OAI"]},
+        "logging": {"log_prompt": False, "log_generation_params": False, "log_requests": False},
+        "model": mcfg,
+    }
+
+
+def render_config(ctx, dep: Deployment, fit: Fit | None, port: int) -> str:
+    head = f"# rigctl: TabbyAPI config for deployment {dep.name} (generated; edits are overwritten)\n"
+    return head + yaml.safe_dump(config(ctx, dep, fit, port), sort_keys=False, default_flow_style=False)
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step

@@ -1,0 +1,145 @@
+"""vLLM: one `vllm serve` per deployment; across nodes a Ray cluster (head + workers).
+
+Layout follows vLLM's distributed-serving advice (stacks.md §4): tensor parallel
+within a node, pipeline parallel across nodes. Multi-node runs use Ray: a
+`ray-head` service on the first node, a `ray-worker` on each other node, and the
+server on the head with `--distributed-executor-backend ray`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..sizing import Fit
+from ..spec.models import Deployment, ModelArch, Node
+from .common import fmt_num, model_path, node_address, port_scope
+from .model import Service
+
+DEFAULT_PORT = 8000
+RAY_PORT = 6379
+RAY_DASHBOARD_PORT = 8265
+# pinned so the firewall can name them; Ray picks random ports otherwise
+RAY_NODE_MANAGER_PORT = 6380
+RAY_OBJECT_MANAGER_PORT = 6381
+SHM_NOTE = "vLLM uses /dev/shm for tensor/pipeline parallel: run the container with --ipc=host"
+
+
+def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None = None) -> list[Service]:
+    nodes = ctx.deployment_nodes(dep)
+    if not nodes:
+        return []
+    head, workers = nodes[0], nodes[1:]
+    placed = ctx.placed_gpus(dep)
+    multi = bool(workers)
+    head_addr = node_address(head, addresses)
+    services: list[Service] = []
+
+    def cluster_env(node: Node) -> dict[str, str]:
+        env = gpu_env([pg for pg in placed if pg.node.name == node.name])
+        if multi:
+            env["VLLM_HOST_IP"] = node_address(node, addresses)
+            nic = fabric_nic(ctx, node)
+            if nic:
+                env["NCCL_SOCKET_IFNAME"] = nic
+                env["GLOO_SOCKET_IFNAME"] = nic
+        return env
+
+    if multi:
+        services.append(_ray_service(dep, head, ["ray", "start", "--head", "--port", str(RAY_PORT),
+                                                 "--node-ip-address", head_addr, "--dashboard-host", head_addr,
+                                                 *_ray_ports(), "--block"],
+                                     "ray-head", cluster_env(head), placed, head_addr, port=RAY_PORT,
+                                     extra=[RAY_DASHBOARD_PORT, RAY_NODE_MANAGER_PORT, RAY_OBJECT_MANAGER_PORT]))
+        for w in workers:
+            addr = node_address(w, addresses)
+            services.append(_ray_service(dep, w, ["ray", "start", "--address", f"{head_addr}:{RAY_PORT}",
+                                                  "--node-ip-address", addr, *_ray_ports(), "--block"],
+                                         "ray-worker", cluster_env(w), placed, addr, port=None,
+                                         extra=[RAY_NODE_MANAGER_PORT, RAY_OBJECT_MANAGER_PORT]))
+
+    port = dep.port or DEFAULT_PORT
+    model_ref = model_reference(ctx, dep)
+    argv = ["vllm", "serve", model_ref, "--served-model-name", dep.name] + engine_flags(ctx, dep, fit)
+    argv += ["--host", dep.bind, "--port", str(port)]
+    if multi:
+        argv += ["--distributed-executor-backend", "ray"]
+    secret_env = {}
+    if dep.auth:
+        # vLLM reads VLLM_API_KEY; it guards /v1/* only (stacks.md §4)
+        secret_env["VLLM_API_KEY"] = dep.auth.model_dump(exclude_none=True)
+    argv += list(dep.extra_args)
+    head_gpus = [pg for pg in placed if pg.node.name == head.name]
+    services.append(Service(
+        deployment=dep.name, node=head.name, role="server", stack="vllm", name=f"rigctl-{dep.name}",
+        argv=argv, env=cluster_env(head), port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
+        gpus=[pg.gpu.id for pg in head_gpus], gpu_indices=[pg.gpu_index for pg in head_gpus],
+        gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid], health_path="/health",
+        model_path=model_ref if dep.model_file else None, model_source=dep.model_file,
+        secret_env=secret_env, ipc_host=True))
+    return services
+
+
+def engine_flags(ctx, dep: Deployment, fit: Fit | None) -> list[str]:
+    """Parallel layout and memory flags, taken from the fit so plan and validate agree."""
+    model = ctx.model(dep)
+    tp = fit.tensor_parallel if fit else (dep.tensor_parallel or 1)
+    pp = fit.pipeline_parallel if fit else (dep.pipeline_parallel or 1)
+    max_len = fit.context_tokens if fit else (dep.context_tokens or (model.max_context if model else 4096))
+    kv = "fp8" if dep.kv_cache_type in ("fp8", "q8_0") else "auto"
+    return ["--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp),
+            "--gpu-memory-utilization", fmt_num(dep.gpu_memory_utilization), "--max-model-len", str(max_len),
+            "--kv-cache-dtype", kv, "--max-num-seqs", str(dep.parallel_sequences)]
+
+
+def model_reference(ctx, dep: Deployment) -> str:
+    """Local checkpoint directory when model_file is given, else the Hugging Face repo id."""
+    if dep.model_file:
+        return model_path(dep, ext="")
+    if isinstance(dep.model, ModelArch):
+        return dep.model.name
+    entry = ctx.model(dep)
+    if entry is not None:
+        repo = next((a for a in entry.aliases if "/" in a), None)
+        if repo:
+            return repo
+    return str(dep.model)
+
+
+def gpu_env(placed) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES by UUID when every placed GPU has one, else by index."""
+    if not placed:
+        return {}
+    if all(pg.gpu.uuid for pg in placed):
+        return {"CUDA_VISIBLE_DEVICES": ",".join(pg.gpu.uuid for pg in placed)}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(pg.gpu_index) for pg in placed)}
+
+
+def fabric_nic(ctx, node: Node) -> str | None:
+    """Name of the NIC on the rig fabric: the one whose address is in the fabric subnet,
+    else the one with an address, else the fastest."""
+    if not node.nics:
+        return None
+    fabric = ctx.rig.fabric
+    if fabric is not None:
+        net = ipaddress.ip_network(fabric.subnet, strict=False)
+        for nic in node.nics:
+            try:
+                if nic.address and ipaddress.ip_address(nic.address) in net:
+                    return nic.name
+            except ValueError:
+                continue
+    with_addr = [n for n in node.nics if n.address]
+    return (with_addr or sorted(node.nics, key=lambda n: -n.speed_gbps))[0].name
+
+
+def _ray_ports() -> list[str]:
+    return ["--node-manager-port", str(RAY_NODE_MANAGER_PORT), "--object-manager-port", str(RAY_OBJECT_MANAGER_PORT)]
+
+
+def _ray_service(dep, node, argv, role, env, placed, addr, *, port, extra) -> Service:
+    gpus = [pg for pg in placed if pg.node.name == node.name]
+    return Service(
+        deployment=dep.name, node=node.name, role=role, stack="vllm", name=f"rigctl-{dep.name}-{role}",
+        argv=argv, env=env, port=port, bind=addr, extra_ports=extra, port_scope="subnet",
+        gpus=[pg.gpu.id for pg in gpus], gpu_indices=[pg.gpu_index for pg in gpus],
+        gpu_uuids=[pg.gpu.uuid for pg in gpus if pg.gpu.uuid], ipc_host=True)

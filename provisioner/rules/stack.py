@@ -1,0 +1,501 @@
+"""stack family: does the chosen inference stack run this model, format and layout?
+
+Facts and sources: /work/shared/reference/stacks.md (formats, multi-node, status
+of TabbyAPI/exo/Petals) and rules.md §4 (vLLM tensor parallel), §5, §10, §11.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from .. import sizing
+from ..diagnostics import Severity
+from ..spec.models import Deployment, Stack
+from .context import Context, PlacedGpu
+from .engine import rule
+
+RDMA_FABRICS = ("infiniband", "roce")
+CUDA_ONLY_STACKS = (Stack.vllm, Stack.tabbyapi, Stack.petals)
+PETALS_ARCHITECTURES = ("llama", "bloom", "falcon", "mixtral")  # petals src/petals/models/__init__.py
+PROPRIETARY_ONLY_ARCHS = ("maxwell", "pascal", "volta")  # NVIDIA open-module transition blog (stacks.md §8.1)
+VLLM_MIN_CC = 7.5  # vLLM GPU install docs (stacks.md §4)
+OLLAMA_MIN_CC = 5.0  # ollama docs/gpu.mdx (stacks.md §3)
+FP8_MIN_CC = 8.9  # FP8 W8A8 on Ada/Hopper+ (stacks.md §4)
+
+STACK_NAMES = {
+    Stack.llamacpp: "llama.cpp", Stack.llamacpp_rpc: "llama.cpp RPC", Stack.ollama: "Ollama",
+    Stack.vllm: "vLLM", Stack.tabbyapi: "TabbyAPI", Stack.exo: "exo", Stack.petals: "Petals",
+}
+
+# What each stack loads (stacks.md quick reference and §1-§7).
+STACK_LOADS = {
+    Stack.llamacpp: "GGUF files only",
+    Stack.llamacpp_rpc: "GGUF files only",
+    Stack.ollama: "GGUF (safetensors only by converting them to GGUF on import)",
+    Stack.vllm: ("Hugging Face safetensors (FP16/BF16, AWQ, GPTQ, FP8, bitsandbytes); "
+                 "GGUF only experimentally, and no EXL2/EXL3"),
+    Stack.tabbyapi: "EXL3 and FP16/BF16 on its main branch; EXL2/GPTQ only from the exl2-checkpoint branch",
+    Stack.exo: "MLX-format Hugging Face repos",
+    Stack.petals: "Hugging Face FP16/BF16 weights, quantized to int8 or nf4 when loaded",
+}
+
+
+# ---------------------------------------------------------------- helpers shared by the other families
+
+
+def short_name(pg: PlacedGpu) -> str:
+    """'RTX 3090' for 'NVIDIA GeForce RTX 3090'; the spec's model id when unknown."""
+    if pg.entry is None:
+        return pg.gpu.model
+    return pg.entry.name.replace("NVIDIA GeForce ", "").replace("NVIDIA ", "")
+
+
+def stack_name(stack: Stack) -> str:
+    return STACK_NAMES.get(stack, stack.value)
+
+
+def model_name(ctx: Context, dep: Deployment) -> str:
+    model = ctx.model(dep)
+    return model.name if model is not None else str(dep.model)
+
+
+def placement_resolved(ctx: Context, dep: Deployment) -> bool:
+    """Every placement node and GPU id exists (placement-reference reports the rest)."""
+    for p in dep.placement:
+        node = ctx.rig.node(p.node)
+        if node is None:
+            return False
+        ids = {g.id for g in node.gpus}
+        if p.gpus is not None and any(g not in ids for g in p.gpus):
+            return False
+    return True
+
+
+def compute_capability(pg: PlacedGpu) -> float | None:
+    if pg.entry is None or not pg.entry.compute_capability:
+        return None
+    try:
+        return float(pg.entry.compute_capability)
+    except ValueError:
+        return None
+
+
+def vllm_groups(ctx: Context, dep: Deployment) -> tuple[int, int, list[list[PlacedGpu]]] | None:
+    """(tp, pp, TP groups in rank order) as the planner deploys them; None when the
+    layout cannot be judged (unresolved placement, or tp x pp != placed GPUs)."""
+    placed = ctx.placed_gpus(dep)
+    if not placed or not placement_resolved(ctx, dep):
+        return None
+    tp, pp = sizing.vllm_layout(ctx, dep, len(placed))
+    if tp * pp != len(placed):
+        return None
+    return tp, pp, [placed[k * tp:(k + 1) * tp] for k in range(pp)]
+
+
+def cross_node_groups(groups: list[list[PlacedGpu]]) -> list[list[PlacedGpu]]:
+    return [g for g in groups if len({pg.node_index for pg in g}) > 1]
+
+
+def _labels(gpus: list[PlacedGpu], limit: int = 8) -> str:
+    names = [pg.label for pg in gpus[:limit]]
+    return ", ".join(names) + (f", … ({len(gpus)} in all)" if len(gpus) > limit else "")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# ---------------------------------------------------------------- vllm-tensor-parallel
+
+
+@rule("vllm-tensor-parallel", "error",
+      "vLLM tensor/pipeline parallel sizes divide the attention heads, match the GPUs and stay within a node",
+      tags=("stack", "vllm"))
+def vllm_tensor_parallel(ctx: Context):
+    for i, dep in enumerate(ctx.rig.serve):
+        if dep.stack != Stack.vllm:
+            continue
+        placed = ctx.placed_gpus(dep)
+        if not placed or not placement_resolved(ctx, dep):
+            continue
+        base = ("serve", i)
+        tp, pp = sizing.vllm_layout(ctx, dep, len(placed))
+        tp_path = base + (("tensor_parallel",) if dep.tensor_parallel else ("placement",))
+        tp_desc = f"tensor_parallel {tp}" + ("" if dep.tensor_parallel else " (rigctl's default: GPUs per node)")
+
+        model = ctx.model(dep)
+        if model is not None and tp > 1 and model.attention_heads % tp:
+            heads = model.attention_heads
+            lower = max(d for d in _divisors(heads) if d < tp)
+            higher = min((d for d in _divisors(heads) if d > tp), default=None)
+            use = f"{lower} or {higher}" if higher else str(lower)
+            yield vllm_tensor_parallel.finding(
+                f"{model.name} has {heads} attention heads; {tp_desc} does not divide them and vLLM refuses to start "
+                f"('Total number of attention heads ({heads}) must be divisible by tensor parallel size ({tp})') — "
+                f"use {use}, or tensor_parallel 1 with pipeline_parallel {tp * pp}",
+                tp_path, tag="heads", at_key=True,
+                hint="pipeline parallel has no head constraint; 3, 5, 6 or 7 GPUs usually need it (rules.md §4)")
+
+        if tp * pp != len(placed):
+            path = tp_path if dep.tensor_parallel or not dep.pipeline_parallel else base + ("pipeline_parallel",)
+            fix = (f"set pipeline_parallel {len(placed) // tp}" if len(placed) % tp == 0
+                   else f"use a tensor_parallel that divides {len(placed)}")
+            yield vllm_tensor_parallel.finding(
+                f"tensor_parallel {tp} × pipeline_parallel {pp} = {tp * pp} GPUs, but the placement gives "
+                f"{len(placed)} ({_labels(placed)}) — {fix}, or place {tp * pp} GPUs",
+                path, tag="gpu-count", at_key=True)
+            continue
+
+        groups = [placed[k * tp:(k + 1) * tp] for k in range(pp)]
+        mixed = next((g for g in groups if len({pg.gpu.model for pg in g}) > 1
+                      and all(pg.entry is not None for pg in g)), None)
+        if tp > 1 and mixed:
+            smallest = min(mixed, key=lambda pg: pg.entry.usable_gib)
+            slowest = min(mixed, key=lambda pg: pg.entry.bandwidth_gbs)
+            parts = " + ".join(f"{pg.label} ({short_name(pg)})" for pg in mixed)
+            yield vllm_tensor_parallel.finding(
+                f"tensor-parallel group {parts} mixes GPU models: ranks get equal shards, so the smallest "
+                f"({short_name(smallest)}, {smallest.entry.memory_gib:g} GiB) bounds capacity and the slowest "
+                f"({short_name(slowest)}, {slowest.entry.bandwidth_gbs:g} GB/s) bounds speed — use identical GPUs "
+                "in each TP group, or pipeline_parallel across the different models",
+                base + ("placement",), tag="mixed-gpus", severity=Severity.warning, at_key=True)
+
+        spanning = cross_node_groups(groups)
+        if spanning:
+            fabric = ctx.rig.fabric
+            nodes = ctx.deployment_nodes(dep)
+            per_node = len(placed) // max(len(nodes), 1)
+            layout = f"tensor_parallel {per_node} (GPUs per node) and pipeline_parallel {len(nodes)} (nodes)"
+            if fabric is not None and fabric.kind in RDMA_FABRICS:
+                yield vllm_tensor_parallel.finding(
+                    f"the tensor-parallel group {_labels(spanning[0])} spans nodes: every layer all-reduces over the "
+                    f"{fabric.speed_gbps:g} Gb/s {fabric.kind} fabric; vLLM recommends TP within a node and PP across "
+                    f"nodes — prefer {layout}",
+                    tp_path, tag="cross-node", severity=Severity.warning, at_key=True)
+            else:
+                over = f"{fabric.kind} at {fabric.speed_gbps:g} Gb/s" if fabric else "no fabric"
+                yield vllm_tensor_parallel.finding(
+                    f"the tensor-parallel group {_labels(spanning[0])} spans nodes over {over}: multi-node tensor "
+                    "parallel all-reduces every layer and needs InfiniBand-class networking (rules.md §4, §10) — "
+                    f"use {layout}",
+                    tp_path, tag="cross-node", at_key=True)
+
+
+# ---------------------------------------------------------------- stack-format
+
+
+def _formats_for(ctx: Context, stack: Stack, limit: int = 4) -> list[str]:
+    seen_families, out = set(), []
+    for f in ctx.catalog.formats:
+        if stack.value in f.stacks and f.family not in seen_families:
+            seen_families.add(f.family)
+            out.append(f.id)
+    return out[:limit]
+
+
+@rule("stack-format", "error", "the stack loads the deployment's weight format", tags=("stack",))
+def stack_format(ctx: Context):
+    for i, dep in enumerate(ctx.rig.serve):
+        fmt = ctx.format(dep)
+        if fmt is None:
+            continue
+        base = ("serve", i)
+        name = stack_name(dep.stack)
+        if dep.stack == Stack.tabbyapi and fmt.family in ("exl2", "gptq"):
+            yield stack_format.finding(
+                f"{fmt.name} on TabbyAPI: main removed the ExLlamaV2 backend (2026-07-14) and the published images "
+                "are built from main, so they load EXL3 and FP16/BF16 only — pin a build of the exl2-checkpoint "
+                "branch (docker build -f docker/Dockerfile), or convert the model to exl3",
+                base + ("format",), tag="exl2-checkpoint", severity=Severity.warning)
+        elif dep.stack.value not in fmt.stacks:
+            alternatives = _formats_for(ctx, dep.stack)
+            fix = f"serve {fmt.name} with stack {' or '.join(fmt.stacks)}" if fmt.stacks else "pick another format"
+            if alternatives:
+                fix += f", or give {name} a format it loads ({', '.join(alternatives)})"
+            yield stack_format.finding(
+                f"{name} cannot serve format {fmt.name} ({fmt.family}): it loads {STACK_LOADS[dep.stack]} — {fix}",
+                base + ("format",), tag="unsupported")
+
+        if fmt.family in ("exl2", "exl3") and dep.bits_per_weight is None:
+            yield stack_format.finding(
+                f"{fmt.name} has no fixed size: bits per weight are chosen at quantization time (e.g. 4.65) and set "
+                "memory and disk needs — add bits_per_weight from the model repo's name or config",
+                base + ("format",), tag="bits")
+
+        if fmt.family == "fp8" and dep.stack == Stack.vllm:
+            old = [pg for pg in ctx.placed_gpus(dep)
+                   if (cc := compute_capability(pg)) is not None and cc < FP8_MIN_CC]
+            if old:
+                pg = old[0]
+                yield stack_format.finding(
+                    f"FP8 W8A8 compute needs compute capability ≥ {FP8_MIN_CC} (Ada/Hopper or newer); {pg.label} is a "
+                    f"{short_name(pg)} (sm {pg.entry.compute_capability}) without FP8 units, so vLLM can at best run "
+                    "weight-only FP8 kernels there — use awq or gptq on these GPUs",
+                    base + ("format",), tag="fp8-compute", severity=Severity.warning)
+
+
+# ---------------------------------------------------------------- stack-multi-node
+
+
+@rule("stack-multi-node", "error", "the stack can spread one model over the nodes it is placed on", tags=("stack",))
+def stack_multi_node(ctx: Context):
+    for i, dep in enumerate(ctx.rig.serve):
+        nodes = ctx.deployment_nodes(dep)
+        if len(nodes) < 2:
+            continue
+        base = ("serve", i)
+        names = ", ".join(n.name for n in nodes)
+        if dep.stack == Stack.ollama:
+            yield stack_multi_node.finding(
+                f"Ollama has no multi-node inference (ollama#9147; RPC was never merged), but the placement spans "
+                f"{len(nodes)} nodes ({names}) — use stack llamacpp-rpc or vllm, or place it on one node",
+                base + ("stack",), tag="ollama")
+        elif dep.stack == Stack.llamacpp:
+            yield stack_multi_node.finding(
+                f"llama-server runs on one host; the placement spans {len(nodes)} nodes ({names}) — use stack "
+                "llamacpp-rpc (rpc-server on the other nodes, --rpc on the first), or place it on one node",
+                base + ("stack",), tag="llamacpp")
+        elif dep.stack == Stack.tabbyapi:
+            yield stack_multi_node.finding(
+                f"TabbyAPI is single-node only; the placement spans {len(nodes)} nodes ({names}) — place it on one "
+                "node, or use vllm for a multi-node deployment",
+                base + ("stack",), tag="tabbyapi")
+        elif dep.stack == Stack.vllm:
+            layout = vllm_groups(ctx, dep)
+            if layout is None:
+                continue  # vllm-tensor-parallel reports the layout problem
+            tp, pp, groups = layout
+            if cross_node_groups(groups):
+                continue  # vllm-tensor-parallel[cross-node] says how to lay it out
+            yield stack_multi_node.finding(
+                f"vLLM over {len(nodes)} nodes ({names}) runs as a Ray cluster: head on {nodes[0].name} (Ray port "
+                f"6379), tensor_parallel {tp} within each node, pipeline_parallel {pp} across nodes; every node needs "
+                "the same vllm image and the weights at the same path",
+                base + ("stack",), tag="ray", severity=Severity.info,
+                hint="rigctl runs the Ray head and workers as services and sets VLLM_HOST_IP, NCCL_SOCKET_IFNAME "
+                     "and GLOO_SOCKET_IFNAME per node")
+
+
+# ---------------------------------------------------------------- exo-linux-cpu
+
+
+@rule("exo-linux-cpu", "warning", "exo uses NVIDIA GPUs on Linux (it runs on CPU there)", tags=("stack", "exo"))
+def exo_linux_cpu(ctx: Context):
+    for i, dep in enumerate(ctx.rig.serve):
+        if dep.stack != Stack.exo:
+            continue
+        placed = ctx.placed_gpus(dep)
+        for j, p in enumerate(dep.placement):
+            ni = ctx.node_index(p.node)
+            if ni is None:
+                continue
+            node = ctx.rig.nodes[ni]
+            nvidia = [pg for pg in placed if pg.node_index == ni and pg.entry is not None
+                      and pg.entry.vendor == "nvidia"]
+            if node.os == "macos" or not nvidia:
+                continue
+            vram = sum(pg.entry.memory_gib for pg in nvidia)
+            ram = f"{node.memory_gib:g} GiB of system RAM" if node.memory_gib else "system RAM (memory_gib not given)"
+            yield exo_linux_cpu.finding(
+                f"exo runs on CPU on Linux (GPU support is under development; CUDA only as experimental mlx-cuda "
+                f"builds for DGX Spark): {node.name}'s {len(nvidia)}× {short_name(nvidia[0])} ({vram:g} GiB) stay "
+                f"idle and its share of {model_name(ctx, dep)} comes from {ram} at CPU speed — serve Linux/NVIDIA "
+                "nodes with vllm or llamacpp-rpc and keep exo for Apple Silicon",
+                ("serve", i, "placement", j, "node"), tag="linux-cpu",
+                hint="exo is experimental (v1 rewrite, Dec 2025; Tier 1 platform is Apple Silicon macOS)")
+
+
+# ---------------------------------------------------------------- petals-swarm
+
+_PUBLIC_BOOTSTRAP = ("petals.dev", "petals.ml")
+
+
+@rule("petals-swarm", "error", "Petals runs in a private swarm with its own bootstrap peers", tags=("stack", "petals"))
+def petals_swarm(ctx: Context):
+    for i, dep in enumerate(ctx.rig.serve):
+        if dep.stack != Stack.petals:
+            continue
+        base = ("serve", i)
+        swarm = dep.swarm
+        public_peers = [k for k, p in enumerate(swarm.initial_peers if swarm else [])
+                        if any(h in p for h in _PUBLIC_BOOTSTRAP)]
+        if swarm is not None and not swarm.private:
+            yield petals_swarm.finding(
+                "swarm.private is false: in the public Petals swarm, peers serving model blocks can recover and "
+                "modify your inputs and outputs (Petals README, Privacy) — set private: true and list your own "
+                "bootstrap peers in initial_peers",
+                base + ("swarm", "private"), tag="public")
+        elif public_peers:
+            k = public_peers[0]
+            yield petals_swarm.finding(
+                f"initial_peers[{k}] '{swarm.initial_peers[k]}' is a public swarm bootstrap peer — run your own "
+                "(python -m petals.cli.run_dht --host_maddrs /ip4/0.0.0.0/tcp/31337 --identity_path bootstrap1.id) "
+                "and list its /ip4/<IP>/tcp/31337/p2p/Qm… address",
+                base + ("swarm", "initial_peers", k), tag="public")
+        elif swarm is None or not swarm.initial_peers:
+            yield petals_swarm.finding(
+                "no initial_peers: Petals' run_server defaults to the PUBLIC swarm (bootstrap1.petals.dev) — run a "
+                "bootstrap peer with run_dht on a rig node and list its multiaddr "
+                "(/ip4/<IP>/tcp/31337/p2p/Qm…) under swarm.initial_peers",
+                base + (("swarm",) if swarm is not None else ("stack",)), tag="initial-peers")
+
+        model = ctx.model(dep)
+        if model is not None and model.architecture not in PETALS_ARCHITECTURES:
+            yield petals_swarm.finding(
+                f"{model.name} ({model.architecture}) is not a Petals model family: Petals serves BLOOM, Llama, "
+                "Falcon and Mixtral only (transformers pinned at 4.43.1) — pick one of those, or another stack",
+                base + ("model",), tag="architecture")
+
+        yield petals_swarm.finding(
+            "Petals is unmaintained: its last commit is from 2024-08-25, with transformers 4.43.1 and bitsandbytes "
+            "0.41.1 pinned and a CUDA 11.0 image — fine for a private experiment; for production use vllm "
+            "(pipeline_parallel across nodes) or llamacpp-rpc",
+            base + ("stack",), tag="unmaintained", severity=Severity.warning)
+
+
+# ---------------------------------------------------------------- driver-architecture
+
+
+@rule("driver-architecture", "error",
+      "each GPU's architecture has a driver, OS and stack that can run it", tags=("stack", "driver"))
+def driver_architecture(ctx: Context):
+    for ni, node in enumerate(ctx.rig.nodes):
+        gpus = [pg for pg in ctx.gpus(ni) if pg.entry is not None]
+        nvidia = [pg for pg in gpus if pg.entry.vendor == "nvidia"]
+        apple = [pg for pg in gpus if pg.entry.vendor == "apple"]
+        if node.os == "macos" and nvidia:
+            yield driver_architecture.finding(
+                f"node {node.name} runs macOS but holds {len(nvidia)}× {short_name(nvidia[0])}: NVIDIA ships no "
+                "driver or CUDA for current macOS — install debian-12 or ubuntu-24.04 on this node",
+                ("nodes", ni, "os"), tag="macos-nvidia")
+        if node.os != "macos" and apple:
+            yield driver_architecture.finding(
+                f"{apple[0].label} is an {short_name(apple[0])}, which only runs macOS (Metal), but node {node.name} "
+                f"has os {node.os} — set os: macos",
+                ("nodes", ni, "os"), tag="apple-os")
+
+        blackwell = [pg for pg in nvidia if pg.entry.open_kernel_modules_required]
+        proprietary = [pg for pg in nvidia if pg.entry.architecture in PROPRIETARY_ONLY_ARCHS]
+        if blackwell and proprietary:
+            yield driver_architecture.finding(
+                f"node {node.name} mixes {short_name(blackwell[0])} ({blackwell[0].entry.architecture}, open kernel "
+                f"modules only) with {short_name(proprietary[0])} ({proprietary[0].entry.architecture}, proprietary "
+                "modules only): one driver cannot run both — move one of them to another node",
+                proprietary[0].path + ("model",), tag="kernel-modules")
+        elif blackwell and node.os != "macos":
+            e = blackwell[0].entry
+            sm = f", sm_{e.compute_capability.replace('.', '')}" if e.compute_capability else ""
+            distro = (" (Debian 12's own nvidia-driver is the 535 series and cannot drive it; rigctl uses NVIDIA's "
+                      "CUDA repository)") if node.os == "debian-12" else ""
+            yield driver_architecture.finding(
+                f"{blackwell[0].label} is a {short_name(blackwell[0])} ({e.architecture}{sm}): node {node.name} needs driver R{e.min_driver_branch}+ with the open kernel modules and CUDA "
+                f"≥ {e.min_cuda or '12.8'}{distro}",
+                blackwell[0].path + ("model",), tag="blackwell", severity=Severity.info)
+
+    for i, dep in enumerate(ctx.rig.serve):
+        yield from _stack_architecture(ctx, i, dep)
+
+
+def _stack_architecture(ctx: Context, i: int, dep: Deployment):
+    base = ("serve", i)
+    placed = [pg for pg in ctx.placed_gpus(dep) if pg.entry is not None]
+    name = stack_name(dep.stack)
+    apple = [pg for pg in placed if pg.entry.vendor == "apple"]
+    if apple and dep.stack in CUDA_ONLY_STACKS:
+        yield driver_architecture.finding(
+            f"{name} needs CUDA, but {apple[0].label} is an {short_name(apple[0])} — on Apple Silicon use stack "
+            "llamacpp, ollama or exo",
+            base + ("stack",), tag="cuda-only")
+
+    sm120 = [pg for pg in placed if (cc := compute_capability(pg)) is not None and cc >= 12.0]
+    if sm120 and dep.stack == Stack.petals:
+        yield driver_architecture.finding(
+            f"{sm120[0].label} is a {short_name(sm120[0])} (sm_120, needs CUDA ≥ 12.8); Petals' image is built on "
+            "CUDA 11.0.3 with bitsandbytes 0.41.1, which carry no sm_120 code ('no kernel image is available') — "
+            "use vllm or llamacpp-rpc on Blackwell GPUs",
+            base + ("stack",), tag="sm120")
+    elif sm120 and dep.stack in (Stack.vllm, Stack.tabbyapi):
+        yield driver_architecture.finding(
+            f"{sm120[0].label} is a {short_name(sm120[0])} (sm_120): {name} needs PyTorch ≥ 2.7 cu128 builds — "
+            "images built with CUDA 12.4 carry no sm_120 code and fail with 'no kernel image is available'; pin a "
+            "release built with CUDA ≥ 12.8",
+            base + ("stack",), tag="sm120", severity=Severity.info)
+
+    minimum = {Stack.vllm: VLLM_MIN_CC, Stack.ollama: OLLAMA_MIN_CC}.get(dep.stack)
+    if minimum is not None:
+        old = [pg for pg in placed if (cc := compute_capability(pg)) is not None and cc < minimum]
+        if old:
+            yield driver_architecture.finding(
+                f"{name} needs compute capability ≥ {minimum:g}; {old[0].label} ({short_name(old[0])}) has "
+                f"{old[0].entry.compute_capability} — use llamacpp on this GPU, or a newer GPU",
+                base + ("stack",), tag="compute-capability")
+
+
+# ---------------------------------------------------------------- placement-reference
+
+
+def _did_you_mean(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
+@rule("placement-reference", "error", "placements name existing nodes and GPUs, and GPUs are not shared unnoticed",
+      tags=("stack",))
+def placement_reference(ctx: Context):
+    users: dict[tuple[int, str], list[tuple[int, Deployment, tuple]]] = {}
+    node_names = [n.name for n in ctx.rig.nodes]
+    for i, dep in enumerate(ctx.rig.serve):
+        seen_nodes: set[str] = set()
+        for j, p in enumerate(dep.placement):
+            ppath = ("serve", i, "placement", j)
+            ni = ctx.node_index(p.node)
+            if ni is None:
+                yield placement_reference.finding(
+                    f"deployment {dep.name} is placed on node '{p.node}', which is not in nodes "
+                    f"({', '.join(node_names)}){_did_you_mean(p.node, node_names)}",
+                    ppath + ("node",), tag="node")
+                continue
+            if p.node in seen_nodes:
+                yield placement_reference.finding(
+                    f"node {p.node} appears twice in the placement of {dep.name} — list each node once with all "
+                    "its GPUs", ppath + ("node",), tag="duplicate")
+                continue
+            seen_nodes.add(p.node)
+            node = ctx.rig.nodes[ni]
+            ids = [g.id for g in node.gpus]
+            chosen = ids if p.gpus is None else p.gpus
+            for k, gid in enumerate(chosen):
+                gpath = ppath + (("gpus", k) if p.gpus is not None else ("node",))
+                if gid not in ids:
+                    have = ", ".join(ids) if ids else "no GPUs"
+                    yield placement_reference.finding(
+                        f"GPU '{gid}' is not on node {node.name} (it has {have}){_did_you_mean(gid, ids)}",
+                        gpath, tag="gpu")
+                    continue
+                if p.gpus is not None and p.gpus.index(gid) != k:
+                    yield placement_reference.finding(
+                        f"GPU {gid} is listed twice in the placement of {dep.name} on {node.name}",
+                        gpath, tag="duplicate")
+                    continue
+                users.setdefault((ni, gid), []).append((i, dep, gpath))
+
+    for (ni, gid), deps in users.items():
+        if len(deps) < 2:
+            continue
+        label = f"{ctx.rig.nodes[ni].name}/{gid}"
+        vllm_share = sum(d.gpu_memory_utilization for _, d, _ in deps if d.stack == Stack.vllm)
+        others = any(d.stack != Stack.vllm for _, d, _ in deps)
+        limit = 0.85 if others else 0.95  # leave the others (or the CUDA contexts) room
+        names = ", ".join(d.name for _, d, _ in deps)
+        i, dep, gpath = deps[-1]
+        if vllm_share > limit:
+            yield placement_reference.finding(
+                f"{label} is shared by {names}; vLLM claims gpu_memory_utilization × total memory "
+                f"({vllm_share:g} of it here) without subtracting other processes, so the next one to start runs "
+                f"out of memory — give each deployment its own GPUs, or lower gpu_memory_utilization so the vLLM "
+                f"shares add up to at most {limit:g}", gpath, tag="shared")
+        else:
+            yield placement_reference.finding(
+                f"{label} is shared by {names}: their memory adds up on one GPU, but the memory rules check each "
+                "deployment alone — make sure both fit together, or give each its own GPUs",
+                gpath, tag="shared", severity=Severity.warning)
