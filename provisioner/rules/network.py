@@ -61,7 +61,7 @@ def fabric_required(ctx: Context):
                        f"Gb/s: {dep.name}'s cross-node traffic runs at the slower speed — fit a "
                        f"{fabric.speed_gbps:g} Gb/s NIC, or set fabric.speed_gbps to what the nodes have")
                 path = ("nodes", ni, "nics")
-            yield fabric_required.finding(msg, path, tag="nic", severity=Severity.warning)
+            yield fabric_required.finding(msg, path, tag="nic", severity=Severity.warning, at_key=True)
 
 
 def _remote_share(ctx: Context, dep) -> float:

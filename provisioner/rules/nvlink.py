@@ -56,12 +56,13 @@ def nvlink_unsupported_gpu(ctx: Context) -> Iterator[Diagnostic]:
                 if pg is None or pg.entry is None or pg.entry.nvlink.present:
                     continue
                 e = pg.entry
-                arch = e.architecture.replace("-", " ").title()
+                arch = e.architecture.replace("-", " ")
+                arch = arch.title() if arch.replace(" ", "").isalpha() else arch.upper()  # ada -> Ada, cdna3 -> CDNA3
                 why = ""
                 if e.vendor == "nvidia" and e.architecture in ("ada", "blackwell"):
                     why = "; NVIDIA removed it from Ada/Blackwell (GeForce, RTX 6000 Ada and L40S alike)"
                 elif e.vendor != "nvidia":
-                    why = f"; NVLink is NVIDIA-only"
+                    why = "; NVLink is NVIDIA-only"
                 yield nvlink_unsupported_gpu.finding(
                     f"{short_name(pg)} ({arch}) has no NVLink connector{why} — remove the bridge; layer split over "
                     "PCIe works (only activations cross between GPUs)",

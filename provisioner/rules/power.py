@@ -156,9 +156,10 @@ def psu_headroom(ctx: Context) -> Iterator[Diagnostic]:
         if capacity < need:
             if transient:
                 spikers = " and ".join(sorted({short_name(pg) for pg, _ in load.gpus if spiky(pg)}))
-                fixes = [f"use {psu_size_for(HEADROOM * load.total_w, node.psu.count)} if ATX 3.x, else "
-                         f"{psu_size_for(HEADROOM_TRANSIENT * load.total_w, node.psu.count)} "
-                         f"(40 % headroom for {spikers} spikes)"]
+                atx3 = psu_size_for(HEADROOM * load.total_w, node.psu.count)
+                other = psu_size_for(HEADROOM_TRANSIENT * load.total_w, node.psu.count)
+                fixes = [f"use {other}" if atx3 == other else
+                         f"use {atx3} if ATX 3.x, else {other} (40 % headroom for {spikers} spikes)"]
             else:
                 fixes = [f"use {psu_size_for(HEADROOM * load.total_w, node.psu.count)}"]
             cap = suggest_cap(load, capacity, HEADROOM_TRANSIENT if transient else HEADROOM_CAPPED,

@@ -228,8 +228,8 @@ def stack_format(ctx: Context):
             if old:
                 pg = old[0]
                 yield stack_format.finding(
-                    f"FP8 W8A8 compute needs compute capability ≥ {FP8_MIN_CC} (Ada/Hopper or newer); {pg.label} is a "
-                    f"{short_name(pg)} (sm {pg.entry.compute_capability}) without FP8 units, so vLLM can at best run "
+                    f"FP8 W8A8 compute needs compute capability ≥ {FP8_MIN_CC} (Ada/Hopper or newer); {pg.label} "
+                    f"({short_name(pg)}, sm {pg.entry.compute_capability}) has no FP8 units, so vLLM can at best run "
                     "weight-only FP8 kernels there — use awq or gptq on these GPUs",
                     base + ("format",), tag="fp8-compute", severity=Severity.warning)
 
@@ -388,7 +388,7 @@ def driver_architecture(ctx: Context):
             distro = (" (Debian 12's own nvidia-driver is the 535 series and cannot drive it; rigctl uses NVIDIA's "
                       "CUDA repository)") if node.os == "debian-12" else ""
             yield driver_architecture.finding(
-                f"{blackwell[0].label} is a {short_name(blackwell[0])} ({e.architecture}{sm}): node {node.name} needs driver R{e.min_driver_branch}+ with the open kernel modules and CUDA "
+                f"{blackwell[0].label} ({short_name(blackwell[0])}, {e.architecture}{sm}): node {node.name} needs driver R{e.min_driver_branch}+ with the open kernel modules and CUDA "
                 f"≥ {e.min_cuda or '12.8'}{distro}",
                 blackwell[0].path + ("model",), tag="blackwell", severity=Severity.info)
 
@@ -410,13 +410,13 @@ def _stack_architecture(ctx: Context, i: int, dep: Deployment):
     sm120 = [pg for pg in placed if (cc := compute_capability(pg)) is not None and cc >= 12.0]
     if sm120 and dep.stack == Stack.petals:
         yield driver_architecture.finding(
-            f"{sm120[0].label} is a {short_name(sm120[0])} (sm_120, needs CUDA ≥ 12.8); Petals' image is built on "
+            f"{sm120[0].label} ({short_name(sm120[0])}) is sm_120 and needs CUDA ≥ 12.8; Petals' image is built on "
             "CUDA 11.0.3 with bitsandbytes 0.41.1, which carry no sm_120 code ('no kernel image is available') — "
             "use vllm or llamacpp-rpc on Blackwell GPUs",
             base + ("stack",), tag="sm120")
     elif sm120 and dep.stack in (Stack.vllm, Stack.tabbyapi):
         yield driver_architecture.finding(
-            f"{sm120[0].label} is a {short_name(sm120[0])} (sm_120): {name} needs PyTorch ≥ 2.7 cu128 builds — "
+            f"{sm120[0].label} ({short_name(sm120[0])}) is sm_120: {name} needs PyTorch ≥ 2.7 cu128 builds — "
             "images built with CUDA 12.4 carry no sm_120 code and fail with 'no kernel image is available'; pin a "
             "release built with CUDA ≥ 12.8",
             base + ("stack",), tag="sm120", severity=Severity.info)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up a virtualenv with rigctl and its test tools, then run the whole test suite.
+# Lab integration tests (systemd-nspawn hosts, real ansible-playbook over SSH, real
+# llama.cpp) run when this is root on Linux; elsewhere they skip and say why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+exec .venv/bin/python -m pytest -q -ra "$@"
