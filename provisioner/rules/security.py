@@ -166,7 +166,8 @@ _TOKEN_PATTERNS = (
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "an OpenAI-style key (sk-…)"),
     (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "a Hugging Face token (hf_…)"),
 )
-_ENV_SECRET = re.compile(r"^([A-Z0-9_]*(?:TOKEN|API_KEY|APIKEY|SECRET|PASSWORD)[A-Z0-9_]*)=(.+)$", re.I)
+# NAME=value where NAME ends like a secret (HF_TOKEN, VLLM_API_KEY); not TOKENIZERS_PARALLELISM or MAX_TOKENS=512
+_ENV_SECRET = re.compile(r"^([A-Z0-9_]*(?:TOKEN|API_KEY|APIKEY|SECRET|PASSWORD))=(.+)$")
 
 
 def _mask(value: str) -> str:
@@ -188,7 +189,7 @@ def _secrets(args: list[str]):
                 yield at, f"a literal value for {flag}", value
                 continue
         m = _ENV_SECRET.match(arg)
-        if m and not _is_reference(m.group(2)):
+        if m and not _is_reference(m.group(2)) and not m.group(2).replace(".", "").isdigit():
             yield k, f"a literal {m.group(1)}", m.group(2)
             continue
         for pattern, what in _TOKEN_PATTERNS:
