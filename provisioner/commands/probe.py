@@ -1,9 +1,15 @@
-"""`rigctl probe`: report this host's GPUs as NVML sees them.
+"""`rigctl probe`: report GPUs as NVML sees them, on this host or over SSH.
+
+With ``-i INVENTORY`` the same probe (provisioner/probe/core.py) runs on each
+inventory host over SSH (provisioner.verify.remote_probe) and the report is per
+host: its facts, or one line saying why there are none.
 
 Exit codes:
-  0  facts collected and printed
+  0  facts collected and printed (with -i: from at least one host)
+  2  unreadable inventory or unknown --limit node
   3  no GPU or no NVIDIA driver on this host (NVML missing, driver not
-     loaded, pynvml not installed, or zero GPUs); the reason goes to stderr
+     loaded, pynvml not installed, or zero GPUs); the reason goes to stderr.
+     With -i: no host gave GPU facts
 """
 
 import json
@@ -30,6 +36,13 @@ def register(subparsers):
         "--format", choices=FORMATS, default="text",
         help="text (default): a table; json: the full facts; "
              "yaml-fragment: a `gpus:` list for a rig spec")
+    parser.add_argument(
+        "-i", "--inventory", metavar="INVENTORY",
+        help="probe every host of this Ansible inventory over SSH (e.g. inventories/lab)")
+    parser.add_argument(
+        "--limit", action="append", default=[], metavar="NODE",
+        help="with -i: only these hosts (repeatable or comma-separated)")
+    parser.add_argument("--ssh-config", metavar="FILE", help="with -i: extra ssh_config read first")
     parser.set_defaults(func=run)
     return parser
 
@@ -91,8 +104,41 @@ def format_text(facts):
     return "\n".join(out) + "\n"
 
 
+def _host_line(name, outcome):
+    for key, prefix in (("unavailable", ""), ("unreachable", "unreachable over SSH: "),
+                        ("error", "probe failed: ")):
+        if key in outcome:
+            return "%s: %s%s" % (name, prefix, outcome[key])
+    return None
+
+
+def run_inventory(args, fmt):
+    from provisioner.verify import InventoryError, live_facts
+
+    limit = [n.strip() for v in args.limit for n in v.split(",") if n.strip()]
+    try:
+        outcomes = live_facts(None, args.inventory, args.ssh_config, limit or None)
+    except InventoryError as exc:
+        sys.stderr.write("rigctl probe: %s\n" % exc)
+        return 2
+    if fmt == "json":
+        sys.stdout.write(json.dumps(outcomes, indent=2, sort_keys=True) + "\n")
+    else:
+        for name, outcome in outcomes.items():
+            line = _host_line(name, outcome)
+            if line:
+                sys.stdout.write(("# %s\n" % line) if fmt == "yaml-fragment" else line + "\n")
+            elif fmt == "yaml-fragment":
+                sys.stdout.write("# %s\n%s" % (name, spec_fragment(outcome["facts"], getattr(args, "catalog_lookup", None))))
+            else:
+                sys.stdout.write("== %s ==\n%s" % (name, format_text(outcome["facts"])))
+    return 0 if any("facts" in o for o in outcomes.values()) else EXIT_NO_GPU
+
+
 def run(args):
     fmt = getattr(args, "format", "text") or "text"
+    if getattr(args, "inventory", None):
+        return run_inventory(args, fmt)
     try:
         facts = collect()
     except ProbeUnavailable as exc:

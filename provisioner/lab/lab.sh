@@ -18,22 +18,29 @@
 # Environment: LAB_DIR (default /tmp/rigctl-lab), LAB_CACHE (default
 # /var/tmp/rigctl-lab-cache), LAB_MIRROR / LAB_SECURITY_MIRROR (default: this machine's
 # apt sources), LAB_EXTRA_PACKAGES (comma list added to the base), LAB_NSPAWN_ARGS,
-# LAB_KEEP_ON_FAIL=1 (leave a failed `up` in place for debugging).
+# LAB_KEEP_ON_FAIL=1 (leave a failed `up` in place for debugging), LAB_NET (default
+# 10.213.0; a second lab beside the default one needs its own LAB_NET and LAB_DIR).
 # Exit codes: 0 ok, 1 failed, 2 usage, 3 this machine cannot run the lab.
 set -euo pipefail
 umask 022
 
 LAB_DIR=${LAB_DIR:-/tmp/rigctl-lab}
 LAB_CACHE=${LAB_CACHE:-/var/tmp/rigctl-lab-cache}
-LAB_NET=10.213.0                 # /24: .1 = this machine, .11.. = hosts
-LAB_BRIDGE=labbr0
+DEFAULT_NET=10.213.0
+LAB_NET=${LAB_NET:-$DEFAULT_NET}  # /24: .1 = this machine, .11.. = hosts
+# A second lab next to the default one (e.g. a parallel test session) needs its own
+# LAB_NET and LAB_DIR; its bridge, machine names, cgroups and lock get a tag from LAB_NET.
+[[ $LAB_NET =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || { echo "LAB_NET must look like 10.213.0" >&2; exit 2; }
+_mid=${LAB_NET#*.}; _mid=${_mid//./-}     # 10.214.0 -> 214-0
+if [ "$LAB_NET" = "$DEFAULT_NET" ]; then TAG=""; else TAG="n$_mid-"; fi
+if [ -z "$TAG" ]; then LAB_BRIDGE=${LAB_BRIDGE:-labbr0}; else LAB_BRIDGE=${LAB_BRIDGE:-labbr-$_mid}; fi
 LAB_SUITE=bookworm
 LAB_MAX_HOSTS=40
 PROXY_PORT=3142
 BASE=$LAB_CACHE/rootfs
 KEY=$LAB_DIR/id_ed25519
 CG_PREFIX=rigctl-lab             # cgroup dir per host: <hierarchy>/rigctl-lab.<host>
-LOCK=/run/lock/rigctl-lab.lock
+LOCK=/run/lock/rigctl-lab${TAG:+-$_mid}.lock
 BASE_PACKAGES=openssh-server,python3,python3-apt,sudo,systemd,systemd-sysv,dbus,iproute2,ca-certificates,procps,curl,nftables,libgomp1,libstdc++6
 # python3-pynvml is not in bookworm main (checked with apt-cache): not included.
 LAB_PACKAGES=$BASE_PACKAGES${LAB_EXTRA_PACKAGES:+,$LAB_EXTRA_PACKAGES}
@@ -105,9 +112,14 @@ build_base() {
   local mirror sec stamp
   mirror=${LAB_MIRROR:-$(apt_uri "$LAB_SUITE")}
   sec=${LAB_SECURITY_MIRROR:-$(apt_uri "$LAB_SUITE-security")}
-  stamp="v1 $LAB_SUITE $mirror $sec $LAB_PACKAGES $LAB_NET.1:$PROXY_PORT"
+  # (the base carries the default lab's proxy address; host_fs writes each host's own)
+  stamp="v1 $LAB_SUITE $mirror $sec $LAB_PACKAGES $DEFAULT_NET.1:$PROXY_PORT"
   if [ -x "$BASE/usr/sbin/sshd" ] && [ "$(cat "$BASE/.lab-ready" 2>/dev/null)" = "$stamp" ]; then
     return 0
+  fi
+  # never pull the base away from a running lab (its overlays use it as lowerdir)
+  if grep -q "lowerdir=$BASE," /proc/mounts; then
+    die "the cached base rootfs must be rebuilt but a running lab uses it; run down first"
   fi
   mkdir -p "$LAB_CACHE"; rm -rf "$BASE.tmp" "$BASE"
   local t0 R=$BASE.tmp; t0=$(now)
@@ -125,7 +137,7 @@ build_base() {
     [ -z "$sec" ] || echo "deb $sec $LAB_SUITE-security main"
   } > "$R/etc/apt/sources.list"
   rm -f "$R"/etc/apt/sources.list.d/*
-  echo "Acquire::http::Proxy \"http://$LAB_NET.1:$PROXY_PORT/\";" > "$R/etc/apt/apt.conf.d/01lab-proxy"
+  echo "Acquire::http::Proxy \"http://$DEFAULT_NET.1:$PROXY_PORT/\";" > "$R/etc/apt/apt.conf.d/01lab-proxy"
   # keep each host's copy-up small: compressed lists, no srcpkgcache
   printf 'Acquire::GzipIndexes "true";\nAcquire::CompressionTypes::Order:: "gz";\nDir::Cache::srcpkgcache "";\n' \
     > "$R/etc/apt/apt.conf.d/02lab-slim"
@@ -177,13 +189,13 @@ net_up() {
 proxy_up() {
   if [ -f "$LAB_DIR/acng.pid" ] && kill -0 "$(cat "$LAB_DIR/acng.pid")" 2>/dev/null; then return 0; fi
   command -v apt-cacher-ng >/dev/null || die "apt-cacher-ng not installed"
-  mkdir -p "$LAB_CACHE/acng" "$LAB_DIR/acng/log" "$LAB_DIR/acng/conf"
+  mkdir -p "$LAB_CACHE/acng${TAG:+-$_mid}" "$LAB_DIR/acng/log" "$LAB_DIR/acng/conf"
   # Own minimal config without Remap rules: a plain caching proxy for whatever mirror
   # URL the hosts ask for (the packaged config remaps /debian to unreachable mirrors).
   printf 'SupportDir: /usr/lib/apt-cacher-ng\nExThreshold: 4\n' > "$LAB_DIR/acng/conf/acng.conf"
   setsid apt-cacher-ng -c "$LAB_DIR/acng/conf" ForeGround=1 BindAddress="$LAB_NET.1" Port=$PROXY_PORT \
-      CacheDir="$LAB_CACHE/acng" LogDir="$LAB_DIR/acng/log" SocketPath="$LAB_DIR/acng/acng.sock" \
-      PidFile="$LAB_DIR/acng/acng.daemon.pid" > "$LAB_DIR/acng/acng.out" 2>&1 < /dev/null &
+      CacheDir="$LAB_CACHE/acng${TAG:+-$_mid}" LogDir="$LAB_DIR/acng/log" SocketPath="$LAB_DIR/acng/acng.sock" \
+      PidFile="$LAB_DIR/acng/acng.daemon.pid" > "$LAB_DIR/acng/acng.out" 2>&1 < /dev/null 9>&- &
   echo $! > "$LAB_DIR/acng.pid"
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/$LAB_NET.1/$PROXY_PORT") 2>/dev/null && return 0; sleep 0.1; done
@@ -224,6 +236,7 @@ host_fs() {   # overlay: base (read-only lower) + per-host upper, then per-host 
   mkdir -p "$r/etc/systemd/network"
   printf '[Match]\nName=host0\n\n[Network]\nAddress=%s/24\nGateway=%s\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n' \
     "$ip" "$LAB_NET.1" > "$r/etc/systemd/network/10-host0.network"
+  echo "Acquire::http::Proxy \"http://$LAB_NET.1:$PROXY_PORT/\";" > "$r/etc/apt/apt.conf.d/01lab-proxy"
   echo "$ip" > "$d/ip"
   if [ "${LAB_DOCKER:-0}" = 1 ]; then
     mkdir -p "$d/docker" "$r/var/lib/docker" "$r/etc/systemd/system/sysinit.target.wants"
@@ -251,7 +264,7 @@ start_nspawn() {
   # otherwise create /payload and /supervisor at the cgroup root and share them.
   # shellcheck disable=SC2016
   setsid bash -c '
-    for cg in '"$(cgroup_dirs "$name")"'; do
+    for cg in '"$(cgroup_dirs "$TAG$name")"'; do
       mkdir -p "$cg"
       # a new v1 cpuset cgroup has no cpus/mems: nothing can join it until they are set
       if [ -f "$cg/cpuset.cpus" ] && [ -z "$(cat "$cg/cpuset.cpus")" ]; then
@@ -259,10 +272,10 @@ start_nspawn() {
       echo $$ > "$cg/cgroup.procs"
     done
     echo $$ > "'"$d/pid"'"
-    exec systemd-nspawn --quiet --boot --directory="'"$d/root"'" --machine="'"$name"'" \
+    exec systemd-nspawn --quiet --boot --directory="'"$d/root"'" --machine="'"$TAG$name"'" \
       --register=no --keep-unit --network-bridge='"$LAB_BRIDGE"' \
       --resolv-conf=off --link-journal=no --console=passive '"$extra"'
-  ' > "$d/console.log" 2>&1 < /dev/null &
+  ' > "$d/console.log" 2>&1 < /dev/null 9>&- &
 }
 
 wait_ssh() {  # $1 = ip; up to ~60 s
@@ -361,7 +374,7 @@ stop_pid() {  # TERM, wait, KILL: only the PID we recorded
 }
 
 is_nspawn_pid() {  # $1 = pid recorded at start: still ours (not a recycled pid)?
-  [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -q "systemd-nspawn.*--machine=$2"
+  [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -q -- "systemd-nspawn.*--machine=$2 "
 }
 
 down() {
@@ -377,23 +390,25 @@ down() {
   for d in "$LAB_DIR"/hosts/*/; do
     [ -d "$d" ] || continue; name=$(basename "$d"); hosts+=("$name")
     pid=$(cat "$d/pid" 2>/dev/null || true)
-    [ -n "$pid" ] && is_nspawn_pid "$pid" "$name" && kill -TERM "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && is_nspawn_pid "$pid" "$TAG$name" && kill -TERM "$pid" 2>/dev/null || true
   done
   # also hosts whose dir is gone but whose cgroup is still there (e.g. a crashed run)
   local cg
   for cg in /sys/fs/cgroup/unified/$CG_PREFIX.* /sys/fs/cgroup/$CG_PREFIX.*; do
     [ -d "$cg" ] || continue; name=${cg##*/"$CG_PREFIX".}
+    [[ $name =~ ^${TAG}h[0-9]+$ ]] || continue   # another lab's host
+    name=${name#"$TAG"}
     [[ " ${hosts[*]} " == *" $name "* ]] || hosts+=("$name")
   done
   # 2) wait for each (KILL after 20 s), then cgroups, overlay, veth
   for name in "${hosts[@]}"; do
     d=$LAB_DIR/hosts/$name
     pid=$(cat "$d/pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && is_nspawn_pid "$pid" "$name"; then stop_pid "$pid" 20; fi
+    if [ -n "$pid" ] && is_nspawn_pid "$pid" "$TAG$name"; then stop_pid "$pid" 20; fi
     # a SIGKILLed nspawn leaves the host's systemd running: kill it via its cgroup
-    kill_cgroup "$name"
+    kill_cgroup "$TAG$name"
     if mountpoint -q "$d/root" 2>/dev/null; then umount "$d/root" 2>/dev/null || umount -l "$d/root"; fi
-    ip link del "vb-$name" 2>/dev/null || true
+    ip link del "vb-$TAG$name" 2>/dev/null || true
     rm -rf "$d"
   done
   # any other overlay still mounted under LAB_DIR/hosts (e.g. from an interrupted up)

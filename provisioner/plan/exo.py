@@ -39,7 +39,8 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     placed = ctx.placed_gpus(dep)
     services = []
     for i, node in enumerate(nodes):
-        env = gpu_env([pg for pg in placed if pg.node.name == node.name])
+        # macOS runs MLX on Metal; CUDA_VISIBLE_DEVICES only means something on Linux
+        env = {} if node.os == "macos" else gpu_env([pg for pg in placed if pg.node.name == node.name])
         env["EXO_LIBP2P_NAMESPACE"] = f"rigctl-{ctx.rig.name}-{dep.name}"  # keeps other exo clusters out
         peers = [f"/ip4/{node_address(n, addresses)}/tcp/{ZENOH_PORT}" for n in nodes if n is not node]
         if peers:

@@ -189,11 +189,19 @@ def read_model_file(path: str | Path) -> dict:
     return read_gguf(p)
 
 
-def model_file_facts(ctx, spec_dir: str | Path) -> dict[str, dict]:
+def fingerprint(path: Path) -> dict:
+    """Size and newest mtime of a model file or safetensors directory (cheap: stat only)."""
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else _gguf_shards(path)
+    stats = [f.stat() for f in files]
+    return {"file_bytes": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
+
+
+def model_file_facts(ctx, spec_dir: str | Path, cache: dict[str, dict] | None = None) -> dict[str, dict]:
     """deployment name -> facts, for deployments whose model_file exists on this machine.
 
     A missing or unreadable file gives {"note": ...} (the catalog estimate is used);
-    architecture numbers that disagree with the catalog are noted too.
+    architecture numbers that disagree with the catalog are noted too. Facts in
+    ``cache`` (e.g. from the applied state) are reused when path, size and mtime match.
     """
     out: dict[str, dict] = {}
     for dep in ctx.rig.serve:
@@ -207,7 +215,13 @@ def model_file_facts(ctx, spec_dir: str | Path) -> dict[str, dict]:
                                      "weights are estimated from the catalog (params x bits per weight)"}
             continue
         try:
+            fp = fingerprint(p)
+            cached = (cache or {}).get(dep.name) or {}
+            if cached.get("path") == str(p) and all(cached.get(k) == v for k, v in fp.items()):
+                out[dep.name] = dict(cached)
+                continue
             facts = read_model_file(p)
+            facts.update(fp)
         except (ModelFileError, OSError) as exc:
             out[dep.name] = {"note": f"model_file {dep.model_file} could not be read ({exc}); using the catalog estimate"}
             continue

@@ -5,10 +5,12 @@ split, so the swarm covers every block exactly once (with `--num_blocks` each
 server would pick its own range at start-up). The default `--initial_peers` is
 the PUBLIC swarm, so rigctl always passes the private one (stacks.md §7).
 
-The bootstrap peer's address ends in its libp2p peer id, which exists only once
-its identity file has been generated on the host. Servers therefore read it
-from ${PETALS_INITIAL_PEERS}, an environment file that apply writes after the
-DHT starts (systemd and compose both expand ${VAR} in the command line).
+A bootstrap address ends in the peer's libp2p id, which comes from its identity
+key. When `swarm.initial_peers` names a rig node (as the petals-swarm rule asks),
+that node runs the DHT with the identity file at STATE_DIR/<deployment>/bootstrap.id
+and the servers use the listed addresses verbatim. Without initial peers the
+servers read ${PETALS_INITIAL_PEERS}, which apply writes once the DHT has
+printed its address (systemd and compose both expand ${VAR} in command lines).
 """
 
 from __future__ import annotations
@@ -35,19 +37,19 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         return []
     services: list[Service] = []
     user_peers = list(dep.swarm.initial_peers) if dep.swarm else []
-    if user_peers:
-        peers = ",".join(user_peers)
-    else:
-        head = nodes[0]
-        addr = node_address(head, addresses)
-        state = posixpath.join(STATE_DIR, dep.name)
+    peers = user_peers or ["${" + PEERS_ENV + "}"]
+    dht_node, dht_port = _bootstrap_node(ctx, nodes, user_peers, addresses)
+    if dht_node is not None:
+        addr = node_address(dht_node, addresses)
+        identity = posixpath.join(STATE_DIR, dep.name, "bootstrap.id")
         services.append(Service(
-            deployment=dep.name, node=head.name, role="petals-dht", stack="petals", name=f"rigctl-{dep.name}-dht",
-            argv=["python", "-m", "petals.cli.run_dht", "--host_maddrs", f"/ip4/0.0.0.0/tcp/{DHT_PORT}",
-                  "--announce_maddrs", f"/ip4/{addr}/tcp/{DHT_PORT}",
-                  "--identity_path", posixpath.join(state, "bootstrap.id")],
-            port=DHT_PORT, bind="0.0.0.0", port_scope="subnet"))
-        peers = "${" + PEERS_ENV + "}"
+            deployment=dep.name, node=dht_node.name, role="petals-dht", stack="petals", name=f"rigctl-{dep.name}-dht",
+            argv=["python", "-m", "petals.cli.run_dht", "--host_maddrs", f"/ip4/0.0.0.0/tcp/{dht_port}",
+                  "--announce_maddrs", f"/ip4/{addr}/tcp/{dht_port}", "--identity_path", identity],
+            port=dht_port, bind="0.0.0.0", port_scope="subnet"))
+        if user_peers and fit is not None:
+            fit.notes.append(f"the DHT on {dht_node.name} must use the identity whose peer id is in "
+                             f"initial_peers: place its key at {identity} before apply")
     blocks = block_ranges(fit)
     model = model_reference(ctx, dep)
     fmt = dep.format.lower()
@@ -61,7 +63,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         per_node[pg.node.name] = n + 1
         port = SERVER_PORT + n
         addr = node_address(pg.node, addresses)
-        argv = ["python", "-m", "petals.cli.run_server", model, "--initial_peers", peers,
+        argv = ["python", "-m", "petals.cli.run_server", model, "--initial_peers", *peers,
                 "--port", str(port), "--announce_maddrs", f"/ip4/{addr}/tcp/{port}",
                 "--block_indices", f"{lo}:{hi}", "--quant_type", QUANT.get(fmt, "none")]
         if fmt in DTYPES:
@@ -76,6 +78,19 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
             gpu_uuids=[pg.gpu.uuid] if pg.gpu.uuid else [], ipc_host=True,
             model_path=model if dep.model_file else None, model_source=dep.model_file))
     return services
+
+
+def _bootstrap_node(ctx, nodes, peers: list[str], addresses) -> tuple:
+    """The rig node a listed bootstrap address points at (first node when none are listed)."""
+    if not peers:
+        return nodes[0], DHT_PORT
+    for peer in peers:
+        parts = peer.split("/")
+        if len(parts) > 4 and parts[1] == "ip4" and parts[3] == "tcp":
+            for n in ctx.rig.nodes:
+                if node_address(n, addresses) == parts[2]:
+                    return n, int(parts[4])
+    return None, DHT_PORT  # external bootstrap peers: nothing to run here
 
 
 def block_ranges(fit: Fit | None) -> list[tuple[str, tuple[int, int]]]:

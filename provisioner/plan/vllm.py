@@ -21,7 +21,8 @@ RAY_DASHBOARD_PORT = 8265
 # pinned so the firewall can name them; Ray picks random ports otherwise
 RAY_NODE_MANAGER_PORT = 6380
 RAY_OBJECT_MANAGER_PORT = 6381
-SHM_NOTE = "vLLM uses /dev/shm for tensor/pipeline parallel: run the container with --ipc=host"
+# formats vLLM can produce from the BF16 checkpoint at load time
+ON_THE_FLY = {"fp8": "fp8", "nf4": "bitsandbytes"}
 
 
 def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None = None) -> list[Service]:
@@ -60,6 +61,12 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     port = dep.port or DEFAULT_PORT
     model_ref = model_reference(ctx, dep)
     argv = ["vllm", "serve", model_ref, "--served-model-name", dep.name] + engine_flags(ctx, dep, fit)
+    fmt = dep.format.lower()
+    if not dep.model_file and fmt in ON_THE_FLY:
+        argv += ["--quantization", ON_THE_FLY[fmt]]  # quantize the BF16 checkpoint while loading
+    elif not dep.model_file and fmt not in ("fp16", "bf16", "float16", "bfloat16") and fit is not None:
+        fit.notes.append(f"format {dep.format}: set model_file to the quantized checkpoint; without it vLLM "
+                         f"loads {model_ref} unquantized")
     argv += ["--host", dep.bind, "--port", str(port)]
     if multi:
         argv += ["--distributed-executor-backend", "ray"]

@@ -1,0 +1,78 @@
+"""No-op re-apply timings on the lab (needs `lab.sh up 2`, root, the llama.cpp build).
+
+  python bench/apply.py [--runs N] [--spec examples/lab-cpu-rpc.yaml] [--inventory inventories/lab]
+
+Prints, as medians over N runs after one converging apply:
+  tuned   ansible-playbook on the rendered tree with rigctl's ansible.cfg (pipelining,
+          ControlPersist, smart gathering + fact cache)
+  stock   the same playbook and inventory with Ansible's defaults (empty ansible.cfg)
+  rigctl  `rigctl apply --yes` end to end (validate, plan, render, lock, runner, state)
+and the ratios stock/tuned (goal >= 2x) and rigctl/tuned - 1 (overhead, goal <= 10 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def timed(cmd: list[str], env: dict, cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed (rc {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
+    if "changed=0" not in r.stdout and "ok=" in r.stdout and "rigctl" not in cmd[0]:
+        print(f"  warning: not a no-op run:\n{[l for l in r.stdout.splitlines() if 'ok=' in l]}")
+    return dt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--spec", default=str(ROOT / "examples/lab-cpu-rpc.yaml"))
+    ap.add_argument("--inventory", default=str(ROOT / "inventories/lab"))
+    args = ap.parse_args()
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", ANSIBLE_NOCOLOR="1")
+    env.setdefault("RIGCTL_LAB_API_KEY", "bench-key")
+    rigctl = [str(BIN / "rigctl"), "apply", args.spec, "-i", args.inventory, "--yes"]
+    print("converging once:", " ".join(rigctl))
+    timed(rigctl, env)
+    with tempfile.TemporaryDirectory(prefix="rigctl-bench-") as tmp:
+        project = Path(tmp) / "project"
+        subprocess.run([str(BIN / "rigctl"), "render", args.spec, "-o", str(project), "-i", args.inventory, "-q"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        empty = Path(tmp) / "stock.cfg"
+        empty.write_text("[defaults]\n")
+        playbook = [str(BIN / "ansible-playbook"), "-i", "inventory/hosts.yml", "site.yml"]
+        tuned_env = dict(env, ANSIBLE_CONFIG=str(project / "ansible.cfg"))
+        stock_env = dict(env, ANSIBLE_CONFIG=str(empty))
+        timed(playbook, tuned_env, project)  # fills the fact cache, opens the control masters
+        timed(playbook, stock_env, project)
+        res: dict[str, list[float]] = {"tuned": [], "stock": [], "rigctl": []}
+        for i in range(args.runs):  # interleaved, so load changes hit all three alike
+            res["tuned"].append(timed(playbook, tuned_env, project))
+            res["stock"].append(timed(playbook, stock_env, project))
+            res["rigctl"].append(timed(rigctl, env))
+            print(f"  run {i + 1}: " + "  ".join(f"{k} {v[-1]:.1f} s" for k, v in res.items()))
+    med = {k: statistics.median(v) for k, v in res.items()}
+    print(f"no-op apply, {args.runs} runs, medians: tuned {med['tuned']:.1f} s, stock {med['stock']:.1f} s, "
+          f"rigctl apply {med['rigctl']:.1f} s")
+    speedup = med["stock"] / med["tuned"]
+    overhead = med["rigctl"] / med["tuned"] - 1
+    print(f"tuned ansible.cfg vs stock: {speedup:.2f}x faster (goal >= 2x) {'OK' if speedup >= 2 else 'MISSED'}")
+    print(f"rigctl overhead vs raw ansible-playbook: {overhead * 100:+.1f} % (goal <= 10 %) {'OK' if overhead <= 0.10 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""rigctl plan: placement, engine flags, expected speed, and what apply would change."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ..diagnostics import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Severity
+
+PLAN_SCHEMA_VERSION = 1
+EXIT_CHANGES = 2  # with --detailed-exitcode, like terraform plan
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="show where each model runs, the exact engine flags and the expected speed",
+                       description="Validate the spec, then show per node and GPU the weights, KV cache, overheads and "
+                                   "free memory, the services with their command lines, the expected decode/prompt "
+                                   "speed with its bottleneck, and what `rigctl apply` would change.")
+    p.add_argument("spec", help="rig spec file")
+    p.add_argument("--format", "-f", choices=("text", "json"), default="text", help="output format")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 0 when nothing would change, 2 when apply would change something, 1 on errors")
+    p.add_argument("--refresh", action="store_true",
+                   help="re-read model files even when the applied state records the same size and mtime")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE", help="extra catalog file (repeatable)")
+    p.add_argument("--state", metavar="FILE",
+                   help="applied state to compare with (default: <spec dir>/rendered/<rig>/.rigctl/state.json)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import report
+    from ..check import check_file
+    from ..plan import build_plan
+    from ..plan.state import StateError, default_render_dir, diff_state, load_state, plan_state, state_path
+
+    error_exit = EXIT_FINDINGS if args.detailed_exitcode else EXIT_USAGE
+    res = check_file(args.spec, catalog_files=args.catalog)
+    if res.fatal or res.context is None:
+        sys.stderr.write(report.text(res.diagnostics))
+        return error_exit
+    try:
+        spath = Path(args.state) if args.state else state_path(default_render_dir(args.spec, res.context.rig.name))
+        old = load_state(spath)
+    except StateError as exc:
+        sys.stderr.write(f"rigctl: {exc}\n")
+        return error_exit
+    facts = _model_facts(res.context, args.spec, old, args.refresh)
+    usable = {k: v for k, v in facts.items() if v.get("weights_bytes")}
+    if usable:  # judge memory on the real file sizes
+        res = check_file(args.spec, catalog_files=args.catalog, model_files=usable)
+    diags = res.diagnostics
+    if res.errors:
+        if args.format == "json":
+            sys.stdout.write(report.to_json(diags, plan=None))
+        else:
+            sys.stdout.write(report.text(diags, color=sys.stdout.isatty()))
+            sys.stdout.write("rigctl: fix the errors above before planning\n")
+        return EXIT_FINDINGS
+    plan = build_plan(res.context)
+    new = plan_state(plan, model_facts=usable)
+    changes = diff_state(old, new)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(plan_json(plan, facts, changes, diags, spath, old is not None), indent=2) + "\n")
+    else:
+        render_text(plan, facts, changes, diags, spath, old is not None)
+    if args.detailed_exitcode:
+        return EXIT_CHANGES if changes else EXIT_OK
+    return EXIT_OK
+
+
+def _model_facts(ctx, spec: str, old: dict | None, refresh: bool) -> dict:
+    """Facts of the deployments' model files; the applied state's are reused when size and mtime match."""
+    from ..plan.modelfile import model_file_facts
+
+    if not any(d.model_file for d in ctx.rig.serve):
+        return {}
+    cache = None if refresh or not old else old.get("model_files")
+    return model_file_facts(ctx, Path(spec).resolve().parent, cache=cache)
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def plan_json(plan, facts: dict, changes: dict, diags, spath: Path, has_state: bool) -> dict:
+    from .. import __version__
+    from ..report import as_dicts
+
+    deps = []
+    for dp in plan.deployments:
+        f = dp.fit
+        deps.append({
+            "name": dp.name, "stack": dp.stack, "model": dp.model, "format": dp.format,
+            "fit": None if f is None else {
+                "mode": f.mode, "fits": f.fits, "tensor_parallel": f.tensor_parallel,
+                "pipeline_parallel": f.pipeline_parallel, "context_tokens": f.context_tokens,
+                "max_context_tokens": f.max_context_tokens, "parallel_sequences": f.parallel,
+                "kv_type": f.kv_type, "weights_gib": round(f.weights_gib, 3),
+                "devices": [{"label": d.label, "node": d.node, "gpu": d.gpu_id, "name": d.name,
+                             "layers": d.layers, "capacity_gib": round(d.capacity_gib, 3),
+                             "weights_gib": round(d.weights_gib, 3), "kv_gib": round(d.kv_gib, 3),
+                             "overhead_gib": round(d.overhead_gib, 3), "free_gib": round(d.free_gib, 3)}
+                            for d in f.devices]},
+            "services": [s.to_dict() for s in dp.services],
+            "speed": None if dp.speed is None else dict(dp.speed.__dict__),
+            "model_file": facts.get(dp.name),
+            "notes": dp.notes,
+        })
+    return {"schema_version": PLAN_SCHEMA_VERSION, "tool": {"name": "rigctl", "version": __version__},
+            "rig": plan.rig, "deployments": deps,
+            "state": {"path": str(spath), "exists": has_state},
+            "changes": changes, "has_changes": bool(changes),
+            "diagnostics": as_dicts([d for d in diags if d.severity is not Severity.info])}
+
+
+# ------------------------------------------------------------------ text
+
+
+def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..report import text as diag_text
+
+    con = Console(highlight=False, soft_wrap=True, width=max(100, Console().width))
+    warn = [d for d in diags if d.severity is Severity.warning]
+    if warn:
+        con.print(diag_text(warn).rstrip(), markup=False)
+        con.print()
+    for dp in plan.deployments:
+        f = dp.fit
+        layout = "" if f is None else _layout(f)
+        con.print(f"[bold]{dp.name}[/bold]: {dp.model} {dp.format} on {dp.stack}{layout}")
+        if f is not None:
+            t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+            for col in ("node / device", "GPU", "layers", "weights GiB", "KV GiB", "overhead GiB", "free GiB", "of GiB"):
+                t.add_column(col, justify="left" if col in ("node / device", "GPU") else "right")
+            for d in f.devices:
+                free = f"{d.free_gib:.1f}" if d.free_gib >= 0 else f"[red]{d.free_gib:.1f}[/red]"
+                t.add_row(d.label, d.name, str(d.layers), f"{d.weights_gib:.2f}", f"{d.kv_gib:.2f}",
+                          f"{d.overhead_gib:.2f}", free, f"{d.capacity_gib:.1f}")
+            con.print(t)
+            mx = f"{f.max_context_tokens:,}" if f.max_context_tokens else "none (weights do not fit)"
+            con.print(f"  context {f.context_tokens:,} tokens x {f.parallel} sequence(s), KV {f.kv_type}; "
+                      f"largest context that fits: {mx}")
+        mf = facts.get(dp.name)
+        if mf:
+            con.print("  model file: " + (mf.get("note") or
+                      f"{mf['path']} ({mf['weights_bytes'] / 1e9:.2f} GB of tensors, exact)"), markup=False)
+            for n in mf.get("notes", []):
+                con.print(f"  [yellow]note:[/yellow] {n}")
+        for s in dp.services:
+            where = f"{s.bind}:{s.port}" if s.port else "no port"
+            con.print(f"  [cyan]{s.node}[/cyan] {s.name} ({s.role}, {where}, {s.port_scope})")
+            con.print(f"    {shlex.join(s.argv)}", markup=False)
+            for k, v in s.env.items():
+                con.print(f"    {k}={v}", markup=False)
+            for k in s.secret_env:
+                con.print(f"    {k}=<secret reference>", markup=False)
+            for path in s.files:
+                con.print(f"    file {path}", markup=False)
+        if dp.speed:
+            sp = dp.speed
+            prompt = f", prompt {sp.prompt_tps_low:,}-{sp.prompt_tps_high:,} tok/s" if sp.prompt_tps_low else ""
+            con.print(f"  speed: decode [bold]{sp.decode_tps_low:g}-{sp.decode_tps_high:g} tok/s[/bold]{prompt}")
+            con.print(f"  bottleneck: {sp.bottleneck}", markup=False)
+            for n in sp.notes:
+                con.print(f"    {n}", markup=False)
+        for n in dp.notes:
+            con.print(f"  note: {n}", markup=False)
+        con.print()
+    con.print(f"[bold]changes[/bold] against {spath if has_state else 'no applied state (everything is new)'}:")
+    if not changes:
+        con.print("  none: the hosts already run this plan")
+    for node, lines in changes.items():
+        con.print(f"  [cyan]{node}[/cyan]")
+        for line in lines:
+            color = {"+": "green", "-": "red", "~": "yellow"}.get(line[:1], "")
+            con.print(f"    [{color}]{line[:1]}[/{color}]{line[1:]}" if color else f"    {line}", markup=bool(color))
+
+
+def _layout(f) -> str:
+    n = len(f.devices)
+    if f.tensor_parallel > 1:
+        pp = f", pipeline parallel {f.pipeline_parallel}" if f.pipeline_parallel > 1 else ""
+        return f" (tensor parallel {f.tensor_parallel}{pp})"
+    if f.pipeline_parallel > 1:
+        return f" (pipeline parallel {f.pipeline_parallel})"
+    if n > 1:
+        return f" (layer split over {n} devices)"
+    return ""

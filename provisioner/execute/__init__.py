@@ -1,0 +1,140 @@
+"""rigctl apply: render into a private run directory and run site.yml with ansible-runner.
+
+Each run keeps its rendered project and runner artifacts under
+``<spec dir>/.rigctl/runs/<timestamp>/``. Nothing here prints: progress goes to the
+``on_update`` callback, the outcome comes back as an ApplyResult.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ..diagnostics import EXIT_APPLY_FAILED, EXIT_FINDINGS, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, Diagnostic
+from .events import HostFailure, HostProgress, Progress, Update
+from .lock import Locked, RigLock
+from .options import RunnerOptions
+
+__all__ = ["apply", "ApplyResult", "RunnerOptions", "HostFailure", "HostProgress", "Update", "Locked"]
+
+
+@dataclass
+class ApplyResult:
+    status: str  # ok | invalid | locked | aborted | failed | usage
+    exit_code: int
+    message: str = ""
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    hosts: dict[str, HostProgress] = field(default_factory=dict)
+    failures: list[HostFailure] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    run_dir: Path | None = None
+    state_file: Path | None = None
+    elapsed_s: float = 0.0
+    check: bool = False
+
+    def host_summary(self) -> list[dict]:
+        """Per host: ok/changed/failed/unreachable/skipped from the play recap."""
+        s = self.stats
+        names = sorted(set(self.hosts) | set(s.get("processed", {})) | set(s.get("dark", {})))
+        out = []
+        for h in names:
+            hp = self.hosts.get(h, HostProgress(h))
+            out.append({"host": h, "ok": s.get("ok", {}).get(h, hp.ok), "changed": s.get("changed", {}).get(h, hp.changed),
+                        "failed": s.get("failures", {}).get(h, hp.failed), "unreachable": int(h in s.get("dark", {}) or hp.unreachable),
+                        "skipped": s.get("skipped", {}).get(h, hp.skipped)})
+        return out
+
+
+def rig_dir(spec: str | os.PathLike) -> Path:
+    return Path(spec).resolve().parent / ".rigctl"
+
+
+def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bool = False,
+          limit: str | None = None, yes: bool = False, *,
+          confirm: Callable[[object], bool] | None = None,
+          on_update: Callable[[Update], None] | None = None,
+          envvars: dict[str, str] | None = None) -> ApplyResult:
+    """Validate, render, lock, confirm, run. ``confirm(prepared)`` is asked unless ``yes``."""
+    from ..render import InventoryError, render_project, write
+    from ..render.prepare import prepare
+
+    t0 = time.monotonic()
+    try:
+        prep = prepare(spec, inventory)
+    except InventoryError as exc:
+        return ApplyResult("usage", EXIT_USAGE, str(exc))
+    if prep.check.fatal:
+        return ApplyResult("usage", EXIT_USAGE, f"cannot read {spec}", diagnostics=prep.check.diagnostics)
+    if prep.plan is None:
+        return ApplyResult("invalid", EXIT_FINDINGS, f"not applying {spec}: the spec has {len(prep.errors)} error(s)",
+                           diagnostics=prep.check.diagnostics)
+    rig = prep.ctx.rig.name
+    if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
+        nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
+        return ApplyResult("usage", EXIT_USAGE, f"--limit {limit}: not a node of rig {rig} (nodes: {nodes})")
+    try:
+        files = render_project(prep.ctx, prep.plan, prep.overrides)
+    except InventoryError as exc:
+        return ApplyResult("usage", EXIT_USAGE, str(exc))
+    base = rig_dir(spec)
+    try:
+        with RigLock(base / f"apply-{rig}.lock"):
+            if not yes and not (confirm and confirm(prep)):
+                return ApplyResult("aborted", EXIT_USAGE, "not applied (not confirmed)")
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            run_dir = base / "runs" / stamp
+            project = run_dir / "project"
+            write(files, project)
+            opts = RunnerOptions(private_data_dir=run_dir, project_dir=project,
+                                 inventory=project / "inventory" / "hosts.yml", limit=limit, check=check,
+                                 diff=diff, envvars=dict(envvars or {}))
+            result = _run(opts, on_update)
+            result.run_dir, result.check = run_dir, check
+            if result.status == "ok" and not check:
+                result.state_file = _write_state(spec, prep.plan, rig)
+    except Locked as exc:
+        return ApplyResult("locked", EXIT_LOCKED, str(exc))
+    result.elapsed_s = time.monotonic() - t0
+    return result
+
+
+def _run(opts: RunnerOptions, on_update) -> ApplyResult:
+    import ansible_runner
+
+    progress = Progress()
+
+    def handler(event: dict) -> bool:
+        upd = progress.handle(event)
+        if upd is not None and on_update is not None:
+            on_update(upd)
+        return True  # keep the event in artifacts/
+
+    runner = ansible_runner.run(event_handler=handler, **opts.to_kwargs())
+    stats = runner.stats or progress.stats or {}
+    res = ApplyResult("ok", EXIT_OK, hosts=progress.hosts, failures=progress.failures, stats=stats)
+    if not stats.get("processed"):
+        # runner reports success for an empty inventory or a playbook that never started
+        res.status, res.exit_code = "failed", EXIT_APPLY_FAILED
+        res.message = (f"ansible-playbook ran no host (rc {runner.rc}, status {runner.status}); "
+                       f"see {opts.private_data_dir}/artifacts/{opts.ident}/stdout")
+    elif runner.rc != 0 or progress.failures or stats.get("failures") or stats.get("dark"):
+        res.status, res.exit_code = "failed", EXIT_APPLY_FAILED
+        bad = sorted(set(stats.get("failures", {})) | set(stats.get("dark", {})) | {f.host for f in progress.failures})
+        res.message = f"apply failed on {', '.join(bad) or 'the controller'} (ansible-playbook rc {runner.rc})"
+    return res
+
+
+def _write_state(spec: str, plan, rig: str) -> Path:
+    from ..plan.state import default_render_dir, plan_state, state_path
+
+    path = state_path(default_render_dir(spec, rig))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan_state(plan), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,110 @@
+"""ansible-runner events -> per-host progress and failures (pure; the CLI displays it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASK_EVENTS = {
+    "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+@dataclass
+class HostProgress:
+    host: str
+    task: str = ""
+    status: str = ""  # last result: ok | changed | failed | unreachable | skipped | running
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class HostFailure:
+    host: str
+    task: str
+    play: str
+    reason: str
+    unreachable: bool = False
+
+    def __str__(self) -> str:
+        kind = "unreachable" if self.unreachable else "failed"
+        return f"{self.host}: {kind} in task '{self.task}' (play '{self.play}'): {self.reason}"
+
+
+@dataclass(frozen=True)
+class Update:
+    """One line of progress: a task result or a task start on a host."""
+
+    host: str
+    task: str
+    status: str
+    play: str = ""
+
+
+@dataclass
+class Progress:
+    hosts: dict[str, HostProgress] = field(default_factory=dict)
+    failures: list[HostFailure] = field(default_factory=list)
+    play: str = ""
+    stats: dict = field(default_factory=dict)
+
+    def host(self, name: str) -> HostProgress:
+        return self.hosts.setdefault(name, HostProgress(name))
+
+    def handle(self, event: dict) -> Update | None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play", "") or data.get("name", "")
+            return None
+        if kind == "playbook_on_stats":
+            self.stats = {k: data.get(k) or {} for k in ("ok", "changed", "failures", "dark", "skipped", "processed")}
+            return None
+        host = data.get("host")
+        if not host:
+            return None
+        task = data.get("task", "") or ""
+        hp = self.host(host)
+        if kind == "runner_on_start":
+            hp.task, hp.status = task, "running"
+            return Update(host, task, "running", self.play)
+        if kind not in TASK_EVENTS:
+            return None
+        status = TASK_EVENTS[kind]
+        res = data.get("res") or {}
+        if status == "failed" and data.get("ignore_errors"):
+            status = "ok"
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        hp.task, hp.status = task, status
+        if status == "changed":
+            hp.changed += 1
+            hp.ok += 1
+        elif status == "ok":
+            hp.ok += 1
+        elif status == "skipped":
+            hp.skipped += 1
+        elif status == "failed":
+            hp.failed += 1
+            self.failures.append(HostFailure(host, task, self.play, reason(res)))
+        elif status == "unreachable":
+            hp.unreachable = True
+            self.failures.append(HostFailure(host, task, self.play, reason(res), unreachable=True))
+        return Update(host, task, status, self.play)
+
+
+def reason(res: dict, limit: int = 400) -> str:
+    """The one-line why of a failed result (loop items included)."""
+    parts = []
+    for item in [res] + [r for r in res.get("results", []) if isinstance(r, dict) and r.get("failed")]:
+        for key in ("msg", "stderr", "reason"):
+            val = item.get(key)
+            if isinstance(val, str) and val.strip() and val.strip() not in parts:
+                parts.append(val.strip())
+    text = " — ".join(parts) or "no message (see the run's artifacts)"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

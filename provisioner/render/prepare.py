@@ -1,0 +1,40 @@
+"""Spec file + inventory directory -> everything render and apply need (the IO side)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..check import CheckResult, check_file
+from ..diagnostics import Diagnostic, Severity
+from ..plan import build_plan
+from ..plan.model import Plan
+from .inventory import InventoryOverrides, load_overrides
+
+
+@dataclass
+class Prepared:
+    check: CheckResult
+    overrides: InventoryOverrides = field(default_factory=InventoryOverrides)
+    plan: Plan | None = None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.check.diagnostics if d.severity is Severity.error]
+
+    @property
+    def ctx(self):
+        return self.check.context
+
+
+def prepare(spec: str, inventory: str | None = None) -> Prepared:
+    """Validate the spec, read the inventory overrides and plan; the plan is None when
+    the spec has errors. Raises InventoryError for a bad inventory."""
+    from . import plan_addresses
+
+    res = check_file(spec)
+    overrides = load_overrides(inventory)
+    out = Prepared(res, overrides)
+    if res.fatal or res.context is None or out.errors:
+        return out
+    out.plan = build_plan(res.context, plan_addresses(res.context, overrides))
+    return out

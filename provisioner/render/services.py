@@ -1,0 +1,146 @@
+"""Per-host variables from the plan: services (with their rendered files), groups,
+firewall rules, GPU expectations, power caps. Pure: no filesystem, no network."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import PurePosixPath
+
+from ..plan.model import Plan, Service
+
+BIN_DIR = "/var/lib/rigctl/bin"
+SECRETS_DIR = "/etc/rigctl/secrets"
+SERVICE_USER = "rigctl"
+NATIVE_STACKS = frozenset({"llamacpp", "llamacpp-rpc"})
+# (stack, service role) -> inventory group (playbooks/VARIABLES.md); None = any role
+GROUPS = {
+    ("llamacpp", "server"): "llamacpp_server",
+    ("llamacpp-rpc", "server"): "llamacpp_server",
+    ("llamacpp-rpc", "rpc-worker"): "llamacpp_rpc",
+    ("vllm", "ray-head"): "ray_head",
+    ("vllm", "ray-worker"): "ray_workers",
+    ("vllm", "server"): "vllm",
+    ("ollama", None): "ollama",
+    ("tabbyapi", None): "tabbyapi",
+    ("exo", None): "exo",
+    ("petals", None): "petals",
+}
+STACK_GROUPS = ("llamacpp_rpc", "llamacpp_server", "ollama", "ray_head", "ray_workers", "vllm",
+                "tabbyapi", "exo", "petals")
+
+
+def deploy_mode(svc: Service) -> str:
+    return "native" if svc.stack in NATIVE_STACKS else "container"
+
+
+def group_of(svc: Service) -> str:
+    return GROUPS.get((svc.stack, svc.role)) or GROUPS.get((svc.stack, None)) or svc.stack.replace("-", "_")
+
+
+def unit_path(svc: Service) -> str:
+    return f"files/{svc.node}/{svc.name}.service"
+
+
+def compose_path(svc: Service) -> str:
+    return f"files/{svc.node}/{svc.name}/compose.yml"
+
+
+def secret_files(svc: Service) -> list[dict]:
+    """Where each secret of a service is materialised on the host.
+
+    A `*_FILE` variable is a raw key file (the path `--api-key-file` names when the argv has
+    one); any other variable becomes `VAR=value` in its own env file.
+    """
+    out = []
+    for var, ref in sorted(svc.secret_env.items()):
+        if var.endswith("_FILE"):
+            path = _flag_value(svc.argv, "--api-key-file") or f"{SECRETS_DIR}/{svc.name}-{var.lower()}"
+            out.append({"path": path, "ref": dict(ref), "var": var, "format": "raw"})
+        else:
+            out.append({"path": f"{SECRETS_DIR}/{svc.name}-{var.lower()}.env", "ref": dict(ref),
+                        "var": var, "format": "env"})
+    return out
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    for i, a in enumerate(argv[:-1]):
+        if a == flag:
+            return argv[i + 1]
+    return None
+
+
+def depends_on(svc: Service, plan: Plan) -> list[dict]:
+    """Services of the same deployment this one needs first (llama-server -> its RPC workers)."""
+    if svc.role != "server" or svc.stack != "llamacpp-rpc":
+        return []
+    return [{"node": s.node, "service": s.name, "address": s.bind, "port": s.port}
+            for d in plan.deployments if d.name == svc.deployment
+            for s in d.services if s.role == "rpc-worker"]
+
+
+def service_vars(svc: Service, plan: Plan, model_source: str | None) -> dict:
+    """The service dict roles read (Service.to_dict() plus render's keys, VARIABLES.md)."""
+    d = svc.to_dict()
+    d["model_source"] = model_source
+    d["deploy_mode"] = deploy_mode(svc)
+    d["secret_files"] = secret_files(svc)
+    d["depends_on"] = depends_on(svc, plan)
+    if d["deploy_mode"] == "native":
+        d["binary_src"] = PurePosixPath(svc.argv[0]).name
+        d["unit_src"] = unit_path(svc)
+    else:
+        d["compose_src"] = compose_path(svc)
+    return d
+
+
+def native_unit_values(svc: Service, secrets: list[dict]) -> dict:
+    """Values for templates/systemd.service.j2: the ExecStart line and the secret plumbing.
+
+    Raw key files stay root-only in /etc/rigctl/secrets; systemd hands the service a
+    private copy (LoadCredential), so the unprivileged service user can read it.
+    """
+    from .templating import systemd_word
+
+    creds = {s["path"]: posixpath.basename(s["path"]) for s in secrets if s["format"] == "raw"}
+    binary = svc.argv[0] if svc.argv[0].startswith("/") else f"{BIN_DIR}/{svc.argv[0]}"
+    words = [systemd_word(binary)]
+    for arg in svc.argv[1:]:
+        if arg in creds:
+            words.append(systemd_word("${CREDENTIALS_DIRECTORY}/" + creds[arg], expand=True))
+        else:
+            words.append(systemd_word(arg))
+    env_files = [s["path"] for s in secrets if s["format"] == "env"]
+    raw_vars = {s["var"]: "${CREDENTIALS_DIRECTORY}/" + creds[s["path"]]
+                for s in secrets if s["format"] == "raw" and s["path"] not in svc.argv}
+    return {"exec_start": " ".join(words), "env_files": env_files,
+            "credentials": [{"name": n, "path": p} for p, n in sorted(creds.items())],
+            "extra_env": raw_vars, "user": SERVICE_USER}
+
+
+def container_values(svc: Service, secrets: list[dict], image: dict, registry: str | None) -> dict:
+    name = image["image"]
+    if registry:  # a mirror replaces the image's own registry host (docker.io, ghcr.io, ...)
+        first, _, rest = name.partition("/")
+        name = registry.rstrip("/") + "/" + (rest if ("." in first or ":" in first) and rest else name)
+    volumes = list(image.get("volumes", []))
+    if svc.model_path:
+        models = posixpath.dirname(svc.model_path.rstrip("/"))
+        volumes.append(f"{models}:{models}:ro")
+    volumes += [f"{p}:{p}:ro" for p in sorted(svc.files)]
+    volumes += [f"{s['path']}:{s['path']}:ro" for s in secrets if s["format"] == "raw"]
+    gpu_ids = list(svc.gpu_uuids) if svc.gpu_uuids and len(svc.gpu_uuids) == len(svc.gpus) \
+        else [str(i) for i in svc.gpu_indices]
+    env = dict(svc.env)
+    if gpu_ids and env.get("CUDA_VISIBLE_DEVICES", "").split(",") == [str(i) for i in svc.gpu_indices]:
+        # the container sees only its reserved GPUs, renumbered from 0
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(gpu_ids)))
+    return {"image": name, "volumes": volumes, "gpu_ids": gpu_ids, "env": env,
+            "env_files": [s["path"] for s in secrets if s["format"] == "env"]}
+
+
+def firewall_rules(services: list[Service]) -> list[dict]:
+    rules = {}
+    for s in services:
+        for port in ([s.port] if s.port else []) + list(s.extra_ports):
+            rules.setdefault((port, "tcp"), {"port": port, "proto": "tcp", "scope": s.port_scope, "service": s.name})
+    return [rules[k] for k in sorted(rules)]

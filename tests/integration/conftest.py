@@ -1,0 +1,117 @@
+"""Fixtures for tests against the real lab (systemd-nspawn Debian hosts on this machine).
+
+``lab``: session fixture; skips with the reason where the lab cannot run (not root,
+no systemd-nspawn possible). Otherwise ``down``, ``up 2``, yield, ``down``.
+Set RIGCTL_LAB_REUSE=1 to use a lab that is already up (``rigctl lab up 2``) and
+leave it up afterwards (faster edit-test loops).
+
+``llamacpp_bin``: the cached llama.cpp build (built on first use: minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# ansible-runner execs ansible-playbook from PATH: make this venv's tools win
+_VENV_BIN = os.path.dirname(sys.executable)
+if _VENV_BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _VENV_BIN + os.pathsep + os.environ.get("PATH", "")
+
+N_HOSTS = 2
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    from provisioner import lab as labmod
+
+    ok, why = labmod.can_run_lab()
+    if not ok:
+        pytest.skip(f"lab unavailable: {why}")
+    reuse = os.environ.get("RIGCTL_LAB_REUSE") == "1"
+    st = labmod.status()
+    if not (reuse and st["up"] and len(st["hosts"]) >= N_HOSTS):
+        reuse = False
+        try:
+            labmod.down()
+            st = labmod.up(N_HOSTS)
+        except labmod.LabError as exc:
+            if getattr(exc, "returncode", None) == 3:  # lab.sh: machine cannot run it
+                pytest.skip(str(exc))
+            pytest.fail(f"lab did not come up: {exc}", pytrace=False)
+    hosts = [f"h{i}" for i in range(1, N_HOSTS + 1)]
+    try:
+        yield {
+            "inventory": st["inventory"],
+            "ssh_config": st["ssh_config"],
+            "hosts": hosts,
+            "addresses": {h: st["hosts"][h]["address"] for h in hosts},
+            "lab_dir": st["lab_dir"],
+            "proxy": st["proxy"],
+        }
+    finally:
+        if not reuse:
+            labmod.down()
+
+
+@pytest.fixture(scope="session")
+def llamacpp_bin() -> Path:
+    from provisioner.lab.llamacpp import LlamaCppBuildError, ensure_llamacpp
+
+    try:
+        return ensure_llamacpp()
+    except LlamaCppBuildError as exc:
+        if "not found" in str(exc):  # no compiler/cmake on this machine
+            pytest.skip(f"cannot build llama.cpp here: {exc}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory) -> Path:
+    from provisioner.testmodels import write_tiny_gguf
+
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+class LabShell:
+    """ssh/scp to lab hosts through the lab's ssh_config (connection sharing on)."""
+
+    def __init__(self, ssh_config: str):
+        self.ssh_config = ssh_config
+
+    def run(self, host: str, command: str, check: bool = True, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        r = subprocess.run(["ssh", "-F", self.ssh_config, host, command], text=True,
+                           input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"ssh {host} {command!r} -> rc {r.returncode}\n"
+                                 f"stdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-2000:]}")
+        return r
+
+    def out(self, host: str, command: str, **kw) -> str:
+        return self.run(host, command, **kw).stdout.strip()
+
+    def put(self, host: str, sources: list[str | os.PathLike], dest: str, timeout: float = 300) -> None:
+        self.run(host, f"mkdir -p {shlex.quote(dest)}")
+        r = subprocess.run(["scp", "-q", "-F", self.ssh_config, *map(str, sources), f"{host}:{dest}/"],
+                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise AssertionError(f"scp to {host}:{dest} failed: {r.stderr}")
+
+
+@pytest.fixture(scope="session")
+def lab_shell(lab) -> LabShell:
+    return LabShell(lab["ssh_config"])

@@ -1,0 +1,172 @@
+"""rigctl render: deterministic, reporting writes, no secrets, valid Ansible for every example."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioner.check import check_file
+from provisioner.render import InventoryError, load_overrides, render_project, write
+from provisioner.render.prepare import prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB_SPEC = ROOT / "examples" / "lab-cpu-rpc.yaml"
+LAB_INV = ROOT / "inventories" / "lab"
+EXAMPLES = [p for p in sorted((ROOT / "examples").glob("*.yaml")) if check_file(str(p)).errors == 0]
+BIN = Path(sys.executable).parent
+
+
+def render(spec: Path, inventory: Path | None = None):
+    prep = prepare(str(spec), str(inventory) if inventory else None)
+    assert prep.plan is not None, [d.message for d in prep.errors]
+    return render_project(prep.ctx, prep.plan, prep.overrides)
+
+
+def files_of(spec: Path, inventory: Path | None = None) -> dict[str, str]:
+    return {f.path: f.content for f in render(spec, inventory)}
+
+
+def test_same_spec_same_bytes():
+    a, b = render(LAB_SPEC, LAB_INV), render(LAB_SPEC, LAB_INV)
+    assert a == b
+    assert [f.path for f in a] == sorted(f.path for f in a)
+
+
+def test_write_reports_created_unchanged_changed(tmp_path):
+    files = render(LAB_SPEC, LAB_INV)
+    assert {s for _, s in write(files, tmp_path)} == {"created"}
+    assert {s for _, s in write(files, tmp_path)} == {"unchanged"}
+    (tmp_path / "inventory/host_vars/h1.yml").write_text("edited by hand\n")
+    report = dict(write(files, tmp_path))
+    assert report["inventory/host_vars/h1.yml"] == "changed"
+    assert sum(s == "changed" for s in report.values()) == 1
+    assert not list(tmp_path.rglob(".rigctl-*")), "temporary files left behind"
+
+
+def test_cli_render_reports(rigctl, tmp_path):
+    out = tmp_path / "project"
+    code, stdout, _ = rigctl("render", LAB_SPEC, "-o", out, "-i", LAB_INV)
+    assert code == 0 and "created   inventory/hosts.yml" in stdout
+    code, stdout, _ = rigctl("render", LAB_SPEC, "-o", out, "-i", LAB_INV)
+    assert code == 0 and stdout.strip().endswith("0 created, 0 changed, %d unchanged" % len(render(LAB_SPEC, LAB_INV)))
+
+
+def test_render_refuses_a_spec_with_errors(rigctl, tmp_path):
+    bad = sorted((ROOT / "examples" / "pitfalls").glob("*.yaml"))[0]
+    code, _, stderr = rigctl("render", bad, "-o", tmp_path / "x")
+    assert code == 1 and "not rendering" in stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_secrets_are_references_only(monkeypatch):
+    monkeypatch.setenv("RIGCTL_LAB_API_KEY", "sentinel-secret-4f1c")
+    files = files_of(LAB_SPEC, LAB_INV)
+    assert not [p for p, c in files.items() if "sentinel-secret-4f1c" in c]
+    h1 = yaml.safe_load(files["inventory/host_vars/h1.yml"])
+    server = h1["rigctl_services"][0]
+    assert server["secret_files"] == [{"path": "/etc/rigctl/secrets/tiny.key", "ref": {"env": "RIGCTL_LAB_API_KEY"},
+                                       "var": "LLAMA_API_KEY_FILE", "format": "raw"}]
+    # the unit reads a root-only copy handed over by systemd, never the value
+    unit = files["files/h1/rigctl-tiny.service"]
+    assert "LoadCredential=tiny.key:/etc/rigctl/secrets/tiny.key" in unit
+    assert '--api-key-file "${CREDENTIALS_DIRECTORY}/tiny.key"' in unit
+
+
+def test_lab_inventory_and_vars():
+    files = files_of(LAB_SPEC, LAB_INV)
+    inv = yaml.safe_load(files["inventory/hosts.yml"])["all"]
+    assert inv["children"]["llamacpp_rpc"]["hosts"] == {"h2": None}
+    assert inv["children"]["llamacpp_server"]["hosts"] == {"h1": None}
+    assert inv["children"]["gpu_nodes"]["hosts"] == {}
+    assert inv["children"]["rig"]["hosts"]["h1"]["ansible_host"] == "10.213.0.11"
+    assert "id_ed25519" in inv["vars"]["ansible_ssh_private_key_file"]
+    all_vars = yaml.safe_load(files["inventory/group_vars/all.yml"])
+    assert all_vars["rigctl_profile"] == "lab" and all_vars["rigctl_rig_subnet"] == "10.213.0.0/24"
+    assert "llama.cpp-0.3.36/bin" in all_vars["rigctl_artifacts_dir"]  # from inventories/lab, not the spec
+    h2 = yaml.safe_load(files["inventory/host_vars/h2.yml"])
+    assert h2["rigctl_firewall_rules"] == [{"port": 50052, "proto": "tcp", "scope": "subnet", "service": "rigctl-tiny-rpc"}]
+    assert h2["rigctl_gpu_required"] is False
+    assert "ExecStart=/var/lib/rigctl/bin/rpc-server --host 10.213.0.12 --port 50052\n" in files["files/h2/rigctl-tiny-rpc.service"]
+    h1 = yaml.safe_load(files["inventory/host_vars/h1.yml"])
+    assert h1["rigctl_services"][0]["depends_on"] == [
+        {"node": "h2", "service": "rigctl-tiny-rpc", "address": "10.213.0.12", "port": 50052}]
+
+
+def test_inventory_override_rejects_unknown_hosts(tmp_path):
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    h9: {ansible_host: 10.0.0.9}\n")
+    with pytest.raises(InventoryError, match="h9 are not nodes of the rig spec"):
+        render(LAB_SPEC, tmp_path)
+
+
+def test_inventory_override_changes_address_and_becomes(tmp_path):
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    h1: {ansible_host: 192.0.2.5, ansible_user: ops}\n")
+    ov = load_overrides(tmp_path)
+    assert ov.address("h1") == "192.0.2.5"
+    inv = yaml.safe_load({f.path: f.content for f in render(LAB_SPEC, tmp_path)}["inventory/hosts.yml"])
+    h1 = inv["all"]["children"]["rig"]["hosts"]["h1"]
+    assert h1["ansible_host"] == "192.0.2.5" and h1["ansible_become"] is True
+
+
+def test_spec_text_is_quoted_for_systemd_compose_and_ansible(tmp_path):
+    spec = LAB_SPEC.read_text().replace(
+        "    auth: {env: RIGCTL_LAB_API_KEY}",
+        "    auth: {env: RIGCTL_LAB_API_KEY}\n"
+        "    extra_args: [--alias, \"my model $HOME 100%\", --chat-template, \"{{ lookup('pipe', 'id') }}\"]")
+    p = tmp_path / "rig.yaml"
+    p.write_text(spec)
+    files = files_of(p)
+    unit = files["files/h1/rigctl-tiny.service"]
+    assert '--alias "my model $$HOME 100%%"' in unit  # systemd: no $ expansion, no % specifier
+    hv = files["inventory/host_vars/h1.yml"]
+    assert "!unsafe \"{{ lookup('pipe', 'id') }}\"" in hv or "!unsafe '{{ lookup(''pipe'', ''id'') }}'" in hv
+
+
+@pytest.mark.parametrize("name", ["ollama", "multinode-vllm", "tabbyapi"])
+def test_compose_files(name):
+    files = files_of(ROOT / "examples" / f"{name}.yaml")
+    composes = {p: yaml.safe_load(c) for p, c in files.items() if p.endswith("/compose.yml")}
+    assert composes
+    for path, doc in composes.items():
+        (svc,) = doc["services"].values()
+        assert svc["network_mode"] == "host" and svc["restart"] == "unless-stopped"
+        assert svc["image"] and svc["entrypoint"] and isinstance(svc["command"], list)
+        devices = svc.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+        if devices:
+            ids = devices[0]["device_ids"]
+            cvd = svc.get("environment", {}).get("CUDA_VISIBLE_DEVICES")
+            if cvd and not cvd.startswith("GPU-"):  # indices are renumbered inside the container
+                assert cvd == ",".join(str(i) for i in range(len(ids)))
+    if name == "multinode-vllm":
+        server = next(d for p, d in composes.items() if p.endswith("rigctl-llama70/compose.yml"))
+        assert server["services"]["server"]["ipc"] == "host"
+        assert "--distributed-executor-backend" in server["services"]["server"]["command"]
+
+
+def ansible_env() -> dict:
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", ANSIBLE_NOCOLOR="1")
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_renders_and_passes_syntax_check(spec, tmp_path):
+    out = tmp_path / "project"
+    write(render(spec), out)
+    r = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", "site.yml"], cwd=out,
+                       env=dict(ansible_env(), ANSIBLE_CONFIG=str(out / "ansible.cfg")), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(shutil.which("ansible-lint", path=str(BIN)) is None, reason="ansible-lint not installed")
+def test_rendered_tree_passes_ansible_lint_production(tmp_path):
+    # one native (lab) and one container-heavy rig: the roles are shared, the variables differ
+    for spec, inv in ((LAB_SPEC, LAB_INV), (ROOT / "examples" / "multinode-vllm.yaml", None)):
+        out = tmp_path / spec.stem
+        write(render(spec, inv), out)
+        r = subprocess.run([str(BIN / "ansible-lint"), "--profile", "production", "--nocolor", "--offline"],
+                           cwd=out, env=ansible_env(), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
