@@ -62,7 +62,9 @@ def run(args) -> int:
     except ValueError as exc:
         sys.stderr.write(f"rigctl advise: {exc}\n")
         return EXIT_USAGE
-    results = advise(cat, model.id, formats, pools, args.max_gpus, args.context, args.stack, prices)
+    # without --gpus every catalog GPU is a candidate: compare n identical cards (mixing all is combinatorial)
+    results = advise(cat, model.id, formats, pools, args.max_gpus, args.context, args.stack, prices,
+                     mixed=bool(args.gpus))
     fitting = rank([r for r in results if r["fits"]], bool(prices))[: args.top]
     if args.output == "json":
         sys.stdout.write(json.dumps({"schema_version": 1, "model": model.id, "stack": args.stack,
@@ -111,24 +113,30 @@ def parse_prices(items: list[str], cat) -> dict[str, float]:
     return prices
 
 
-def combinations(pools: dict[str, int], max_gpus: int):
-    """Every multiset of cards with 1..max_gpus cards from the pools (Apple SoCs alone)."""
+def combinations(pools: dict[str, int], max_gpus: int, mixed: bool = True):
+    """Multisets of 1..max_gpus cards within the pools' counts; `mixed=False`: one GPU model per combination."""
     ids = sorted(pools)
-    for counts in itertools.product(*[range(pools[i] + 1) for i in ids]):
-        total = sum(counts)
-        if 1 <= total <= max_gpus:
-            yield {i: c for i, c in zip(ids, counts) if c}
+    if not mixed:
+        for i in ids:
+            for n in range(1, min(pools[i], max_gpus) + 1):
+                yield {i: n}
+        return
+    for total in range(1, max_gpus + 1):
+        for cards in itertools.combinations_with_replacement(ids, total):
+            combo = {i: cards.count(i) for i in dict.fromkeys(cards)}
+            if all(c <= pools[i] for i, c in combo.items()):
+                yield combo
 
 
 def advise(cat, model_id: str, formats: list[str], pools: dict[str, int], max_gpus: int, context: int,
-           stack: str, prices: dict[str, float]) -> list[dict]:
+           stack: str, prices: dict[str, float], mixed: bool = True) -> list[dict]:
     from .. import sizing
     from ..plan.speed import estimate
     from ..rules.context import Context
     from ..spec.models import Rig
 
     out = []
-    for combo in combinations(pools, max_gpus):
+    for combo in combinations(pools, max_gpus, mixed):
         entries = {g: cat.gpus.get(g) for g in combo}
         vendors = {e.vendor for e in entries.values()}
         if ("apple" in vendors and sum(combo.values()) > 1) or len(vendors) > 1:
@@ -157,7 +165,8 @@ def advise(cat, model_id: str, formats: list[str], pools: dict[str, int], max_gp
             out.append({
                 "gpus": " + ".join(f"{c}x {g}" for g, c in combo.items()), "gpu_count": n, "format": fmt,
                 "fits": fit.fits, "weights_gib": round(fit.weights_gib, 1),
-                "max_context_tokens": fit.max_context_tokens,
+                # memory allows more than the model was trained for: show the trained limit
+                "max_context_tokens": min(fit.max_context_tokens or 0, ctx.model(d).max_context),
                 "decode_tps_low": speed.decode_tps_low if speed else None,
                 "decode_tps_high": speed.decode_tps_high if speed else None,
                 "decode_tps": round(math.sqrt(speed.decode_tps_low * speed.decode_tps_high), 1) if speed else None,
@@ -181,18 +190,19 @@ def print_table(model, args, rows: list[dict], considered: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(highlight=False, soft_wrap=True)
+    con = Console(highlight=False, soft_wrap=True, width=max(110, Console().width))
     con.print(f"[bold]{model.name}[/bold] on {args.stack}, {args.context:,}-token context: "
               f"{len(rows)} of {considered} configurations shown (those that fit, fastest first)")
     if not rows:
         con.print("nothing fits: allow more GPUs (--max-gpus), a smaller format, or a shorter --context")
         return
     t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("GPUs", "format", "weights GiB", "max context", "decode tok/s", "cost $", "bottleneck"):
+    for col in ("GPUs", "format", "weights GiB", "max context", "decode tok/s", "cost $"):
         t.add_column(col, justify="right" if col in ("weights GiB", "max context", "decode tok/s", "cost $") else "left",
-                     overflow="fold")
+                     no_wrap=True)
     for r in rows:
         cost = f"{r['cost_usd']:,.0f}" if r["cost_usd"] is not None else "-"
         t.add_row(r["gpus"], r["format"], f"{r['weights_gib']:.1f}", f"{r['max_context_tokens']:,}",
-                  f"{r['decode_tps_low']:g}-{r['decode_tps_high']:g}", cost, r["bottleneck"] or "")
+                  f"{r['decode_tps_low']:g}-{r['decode_tps_high']:g}", cost)
     con.print(t)
+    con.print(f"bottleneck of the first: {rows[0]['bottleneck']}")

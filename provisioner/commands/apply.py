@@ -84,6 +84,9 @@ class _Live:
         self.play = ""
 
     def update(self, upd) -> None:
+        if upd.status == "note":
+            self.console.print(f"{upd.host:12} {'note':11} {upd.task}", markup=False)
+            return
         c = self.counts.setdefault(upd.host, {"ok": 0, "changed": 0, "failed": 0})
         if upd.status in ("ok", "changed", "failed", "unreachable"):
             c["ok" if upd.status == "ok" else "changed" if upd.status == "changed" else "failed"] += 1
@@ -92,7 +95,7 @@ class _Live:
                 self.play = upd.play
                 self.console.print(f"== {upd.play}")
             if upd.status in ("changed", "failed", "unreachable"):
-                self.console.print(f"{upd.host:12} {upd.status:11} {upd.task}")
+                self.console.print(f"{upd.host:12} {upd.status:11} {upd.task}", markup=False)
             return
         self.rows[upd.host] = (upd.task, upd.status, c)
         if self.live is None:

@@ -129,7 +129,8 @@ def run_inventory(args, fmt):
             if line:
                 sys.stdout.write(("# %s\n" % line) if fmt == "yaml-fragment" else line + "\n")
             elif fmt == "yaml-fragment":
-                sys.stdout.write("# %s\n%s" % (name, spec_fragment(outcome["facts"], getattr(args, "catalog_lookup", None))))
+                fragment = spec_fragment(outcome["facts"], getattr(args, "catalog_lookup", None))
+                sys.stdout.write("# %s\n%s" % (name, fragment))
             else:
                 sys.stdout.write("== %s ==\n%s" % (name, format_text(outcome["facts"])))
     return 0 if any("facts" in o for o in outcomes.values()) else EXIT_NO_GPU

@@ -81,6 +81,11 @@ class Progress:
         if status == "ok" and res.get("changed"):
             status = "changed"
         hp.task, hp.status = task, status
+        if status == "ok" and data.get("task_action") in ("debug", "ansible.builtin.debug") and res.get("msg"):
+            # roles explain skips and no-ops with a debug message: pass it on
+            msg = res["msg"] if isinstance(res["msg"], str) else "; ".join(map(str, res["msg"]))
+            hp.ok += 1
+            return Update(host, " ".join(msg.split()), "note", self.play)
         if status == "changed":
             hp.changed += 1
             hp.ok += 1

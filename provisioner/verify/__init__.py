@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..diagnostics import Diagnostic
 from .drift import facts_diagnostics
-from .inventory import Inventory, InventoryError, load_inventory
+from .expect import gpu_expected
+from .inventory import Inventory, InventoryError, effective_inventory, load_inventory
 from .runner import VerifyResult, run_verify
 
 
@@ -21,29 +22,42 @@ def verify(ctx, plan, inventory: Inventory | str, ssh_config: str | None = None,
     return run_verify(ctx, plan, inventory, ssh_config, limit, **options).diagnostics
 
 
-def live_facts(ctx, inventory: Inventory | str, ssh_config: str | None = None,
+def _inventory(ctx, inventory) -> Inventory:
+    if isinstance(inventory, Inventory):
+        return inventory
+    if ctx is None:
+        return load_inventory(inventory)
+    from ..plan import build_plan
+
+    return effective_inventory(ctx, build_plan(ctx), inventory)
+
+
+def live_facts(ctx, inventory: Inventory | str | None, ssh_config: str | None = None,
                limit: list[str] | None = None) -> dict[str, dict]:
     """Node -> probe outcome: {"facts": ...} or {"unavailable" | "unreachable" | "error": reason}.
 
-    Covers the spec's nodes that are in the inventory (all inventory hosts when
-    ``ctx`` is None). ``drift_diagnostics(ctx, outcomes)`` compares them with the spec.
+    With a ``ctx``, the spec's nodes reached as `rigctl apply` reaches them
+    (``inventory`` = inventories/<env>/ overrides, or None); without, every host
+    of the Ansible inventory ``inventory``. Compare with ``drift_diagnostics``.
     """
     from .remote_probe import probe_hosts
     from .ssh import SshSession
 
-    inv = load_inventory(inventory) if isinstance(inventory, (str, Path)) else inventory
-    hosts = [h for h in inv.select(limit) if ctx is None or ctx.node_index(h.name) is not None]
+    hosts = _inventory(ctx, inventory).select(limit)
+    if ctx is not None:  # spec nodes only, in spec order
+        hosts = sorted((h for h in hosts if ctx.node_index(h.name) is not None), key=lambda h: ctx.node_index(h.name))
     with SshSession(hosts, ssh_config) as session:
         return probe_hosts(session, [h.name for h in hosts])
 
 
-def drift_diagnostics(ctx, outcomes: dict[str, dict]) -> list[Diagnostic]:
-    """GPU drift (count, model, memory, PCIe, power cap, NVLink, driver) of ``live_facts`` results."""
+def drift_diagnostics(ctx, outcomes: dict[str, dict], inventory: Inventory | str | None = None) -> list[Diagnostic]:
+    """GPU drift (count, model, memory, PCIe, power cap, NVLink, driver) of ``live_facts`` outcomes."""
+    inv = _inventory(ctx, inventory)
     out: list[Diagnostic] = []
     for name, outcome in outcomes.items():
         ni = ctx.node_index(name)
-        if ni is not None:
-            out += facts_diagnostics(ctx, ni, outcome)
+        if ni is not None and name in inv.hosts:
+            out += facts_diagnostics(ctx, ni, outcome, gpu_expected(inv.hosts[name].vars))
     return out
 
 

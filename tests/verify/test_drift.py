@@ -132,3 +132,11 @@ def test_unreachable_host_is_one_diagnostic():
     assert [d.rule for d in diags] == ["verify-host[g1]"]
     assert diags[0].path == ("nodes", 0, "connection")
     assert "No route to host" in diags[0].message
+
+
+def test_drift_diagnostics_of_live_outcomes_use_the_rendered_expectations():
+    from provisioner.verify import drift_diagnostics
+
+    load, ctx = loaded(spec("      - {id: gpu0, model: h200, slot: SLOT1, power_limit_w: 500}\n"))
+    diags = drift_diagnostics(ctx, {"g1": {"facts": H200}, "not-a-node": {"facts": H200}})
+    assert [d.rule for d in diags] == ["verify-power-cap[g1]"]

@@ -11,11 +11,17 @@ LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
 
 
 def test_reachable(check, infra, state):
-    result = infra.run("true")
-    state["reach"][check["host"]] = result.rc == 0
+    state["reach"][check["host"]] = False
+    try:
+        result = infra.run("true")
+    except RuntimeError as exc:  # testinfra's ssh backend raises on ssh's own failure (exit 255)
+        result = exc.args[0] if exc.args and hasattr(exc.args[0], "stderr") else None
+        if result is None:
+            raise
     if result.rc != 0:
         lines = [ln for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
         raise Failure(lines[-1].strip() if lines else f"ssh exited {result.rc}")
+    state["reach"][check["host"]] = True
 
 
 def _systemd(remote, unit):
