@@ -109,7 +109,8 @@ def summary(results: list[dict]) -> dict:
 
 
 def print_table(results: list[dict], summ: dict) -> None:
-    head = f"{'row':<24} {'gpus':<22} {'model':<24} {'weights GiB pred/real':>22} {'decode tok/s range':>19} {'mid':>6} {'real':>6} {'err':>6}"
+    head = (f"{'row':<24} {'gpus':<22} {'model':<24} {'weights GiB pred/real':>22} {'decode tok/s range':>19} "
+            f"{'mid':>6} {'real':>6} {'err':>6}")
     print(head)
     print("-" * len(head))
     for r in results:
@@ -124,7 +125,8 @@ def print_table(results: list[dict], summ: dict) -> None:
           f"worst {summ['weights_worst_abs_err']:.1%}, within 3 %: {summ['weights_within_3pct']:.0%}")
     print(f"decode:  {summ['rows']} rows, median error {summ['speed_median_abs_err']:.1%}, "
           f"worst {summ['speed_worst_abs_err']:.1%} ({summ['speed_worst_row']}), "
-          f"within +-30 %: {summ['speed_within_30pct']:.0%}, measurement inside the range: {summ['speed_in_range']:.0%}")
+          f"within +-30 %: {summ['speed_within_30pct']:.0%}, "
+          f"measurement inside the range: {summ['speed_in_range']:.0%}")
 
 
 def main(argv: list[str] | None = None) -> int:

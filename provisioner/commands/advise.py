@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--formats", help="comma-separated format ids (default depends on --stack)")
     p.add_argument("--gpus", help="GPUs available, e.g. '2x rtx-3090,1x rtx-5090' (default: every catalog GPU)")
     p.add_argument("--max-gpus", type=int, default=4, help="most cards in one configuration (default 4)")
-    p.add_argument("--price", action="append", default=[], metavar="GPU=USD", help="price per card (repeatable)")
+    p.add_argument("--price", action="extend", nargs="+", default=[], metavar="GPU=USD",
+                   help="price per card, e.g. --price rtx-3090=700 rtx-5090=2000")
     p.add_argument("--context", type=int, default=8192, help="context tokens per sequence (default 8192)")
     p.add_argument("--stack", default="llamacpp", choices=sorted(DEFAULT_FORMATS), help="inference stack")
     p.add_argument("--top", type=int, default=15, help="show this many configurations (default 15)")
@@ -198,8 +199,8 @@ def print_table(model, args, rows: list[dict], considered: int) -> None:
         return
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("GPUs", "format", "weights GiB", "max context", "decode tok/s", "cost $"):
-        t.add_column(col, justify="right" if col in ("weights GiB", "max context", "decode tok/s", "cost $") else "left",
-                     no_wrap=True)
+        numeric = col in ("weights GiB", "max context", "decode tok/s", "cost $")
+        t.add_column(col, justify="right" if numeric else "left", no_wrap=True)
     for r in rows:
         cost = f"{r['cost_usd']:,.0f}" if r["cost_usd"] is not None else "-"
         t.add_row(r["gpus"], r["format"], f"{r['weights_gib']:.1f}", f"{r['max_context_tokens']:,}",

@@ -135,7 +135,8 @@ def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state:
         con.print(f"[bold]{dp.name}[/bold]: {dp.model} {dp.format} on {dp.stack}{layout}")
         if f is not None:
             t = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-            for col in ("node / device", "GPU", "layers", "weights GiB", "KV GiB", "overhead GiB", "free GiB", "of GiB"):
+            cols = ("node / device", "GPU", "layers", "weights GiB", "KV GiB", "overhead GiB", "free GiB", "of GiB")
+            for col in cols:
                 t.add_column(col, justify="left" if col in ("node / device", "GPU") else "right")
             for d in f.devices:
                 free = f"{d.free_gib:.1f}" if d.free_gib >= 0 else f"[red]{d.free_gib:.1f}[/red]"

@@ -223,7 +223,8 @@ def model_file_facts(ctx, spec_dir: str | Path, cache: dict[str, dict] | None = 
             facts = read_model_file(p)
             facts.update(fp)
         except (ModelFileError, OSError) as exc:
-            out[dep.name] = {"note": f"model_file {dep.model_file} could not be read ({exc}); using the catalog estimate"}
+            out[dep.name] = {"note": f"model_file {dep.model_file} could not be read ({exc}); "
+                                     "using the catalog estimate"}
             continue
         facts["notes"] = _disagreements(ctx.model(dep), facts)
         out[dep.name] = facts

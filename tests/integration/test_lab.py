@@ -120,9 +120,12 @@ def test_llama_server_on_h1_with_rpc_server_on_h2(lab, lab_shell, llamacpp_bin, 
             assert body["choices"][0]["message"]["role"] == "assistant"
             assert body["usage"]["completion_tokens"] > 0
             assert body["choices"][0]["message"]["content"]
-            # the model's layers really went to the RPC device on h2
-            log = lab_shell.out("h1", "journalctl -u labtest-llama --no-pager -o cat")
-            assert "RPC" in log and f"{h2}:50052" in log, log[-3000:]
+            # llama-server uses h2's RPC server as a device: it holds a connection open
+            # (the RPC server serves one client at a time)
+            log = lab_shell.out("h2", "journalctl -u labtest-rpc --no-pager -o cat")
+            accepted = log.count("Accepted client connection")
+            closed = log.count("Client connection closed")
+            assert accepted >= 1 and accepted > closed, log[-3000:]
         finally:
             # llama-server first: stopping the RPC server first makes it abort
             lab_shell.run("h1", "systemctl stop labtest-llama", check=False)

@@ -7,12 +7,11 @@ Llama 3 70B Q4_K_M, tg512): the measurement must fall inside the planned range.
 
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 
 from provisioner.check import check_file
-from provisioner.plan import build_plan
-from provisioner.plan import tabbyapi
+from provisioner.plan import build_plan, tabbyapi
 
 
 def plan_of(root, name):
@@ -217,3 +216,28 @@ def test_every_example_plans_with_speed(root, name):
         assert dp.fit.fits
         assert 0 < dp.speed.decode_tps_low < dp.speed.decode_tps_high < 2 * dp.speed.decode_tps_low
         assert dp.speed.bottleneck
+
+
+# ------------------------------------------------------------------ advise
+
+
+def test_advise_ranks_fitting_configurations(rigctl):
+    import json
+
+    code, out, _ = rigctl("advise", "--model", "llama-3.1-70b", "--formats", "q4_k_m,q8_0",
+                          "--gpus", "2x rtx-3090,1x rtx-5090", "--price", "rtx-3090=700", "--price", "rtx-5090=2000",
+                          "--context", "16384", "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    rows = doc["configurations"]
+    assert rows and all(r["max_context_tokens"] >= 16384 for r in rows)
+    assert {"gpus": "2x rtx-3090", "format": "q4_k_m", "cost_usd": 1400.0}.items() <= next(
+        r for r in rows if r["gpus"] == "2x rtx-3090").items()
+    assert not any(r["gpus"] == "1x rtx-3090" for r in rows)  # 40 GiB of weights on 24 GB: does not fit
+    speeds = [r["decode_tps"] for r in rows]
+    assert speeds[0] == max(speeds)
+
+
+def test_advise_unknown_model_is_a_usage_error(rigctl):
+    code, _, err = rigctl("advise", "--model", "llama-3.1-70c")
+    assert code == 2 and "did you mean" in err
