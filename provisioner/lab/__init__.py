@@ -9,7 +9,8 @@ Thin Python wrapper around ``lab.sh`` (same directory), which does the work::
     lab.down()
 
 Environment: ``LAB_DIR`` (default /tmp/rigctl-lab), ``LAB_CACHE`` (default
-/var/tmp/rigctl-lab-cache); see lab.sh for the rest.
+/var/tmp/rigctl-lab-cache), ``LAB_NET`` (default 10.213.0; a second lab beside the
+default one needs its own LAB_NET and LAB_DIR); see lab.sh for the rest.
 """
 
 from __future__ import annotations

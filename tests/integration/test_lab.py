@@ -8,7 +8,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 BIN_DIR = "/opt/rigctl-test/bin"
 MODEL_DIR = "/opt/rigctl-test/models"
@@ -131,3 +130,41 @@ def test_llama_server_on_h1_with_rpc_server_on_h2(lab, lab_shell, llamacpp_bin, 
             lab_shell.run("h1", "systemctl stop labtest-llama", check=False)
     finally:
         lab_shell.run("h2", "systemctl stop labtest-rpc", check=False)
+
+
+# ---- no lab needed ---------------------------------------------------------------
+
+def test_tiny_gguf_is_deterministic_and_small(tmp_path):
+    from provisioner.testmodels import write_tiny_gguf
+
+    a = write_tiny_gguf(tmp_path / "a.gguf")
+    b = write_tiny_gguf(tmp_path / "b.gguf")
+    assert a.read_bytes() == b.read_bytes()
+    assert a.stat().st_size < 1_000_000
+    assert write_tiny_gguf(tmp_path / "c.gguf", seed=1).read_bytes() != a.read_bytes()
+
+
+def test_tiny_gguf_reads_back_as_llama(tmp_path):
+    import gguf
+
+    from provisioner.testmodels import write_tiny_gguf
+
+    r = gguf.GGUFReader(write_tiny_gguf(tmp_path / "m.gguf", n_layers=3))
+    f = r.fields
+    arch = bytes(f["general.architecture"].parts[-1]).decode()
+    assert arch == "llama"
+    assert int(f["llama.block_count"].parts[-1][0]) == 3
+    assert len(f["tokenizer.ggml.tokens"].data) == 260
+    names = {t.name for t in r.tensors}
+    assert {"token_embd.weight", "output.weight", "blk.2.ffn_down.weight"} <= names
+
+
+def test_cli_lab_unavailable_is_exit_4_with_one_line(monkeypatch, capsys):
+    from provisioner import lab as labmod
+    from provisioner.cli import main
+
+    monkeypatch.setattr(labmod, "can_run_lab", lambda: (False, "the lab must run as root"))
+    assert main(["lab", "up", "2"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rigctl lab: lab unavailable: the lab must run as root"]
+    assert main(["lab"]) == 2
