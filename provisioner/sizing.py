@@ -11,7 +11,7 @@ Everything internal is GiB (2^30 bytes).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .spec.models import Deployment, ModelArch, Stack
 
@@ -41,6 +41,7 @@ class Device:
     name: str  # human name: "RTX 3090"
     capacity_gib: float
     bandwidth_gbs: float | None = None
+    nominal_gib: float | None = None  # the card's memory before reservations (vLLM's utilization base)
     layers: int = 0
     weights_gib: float = 0.0
     kv_gib: float = 0.0
@@ -151,7 +152,8 @@ def devices_for(ctx, dep: Deployment) -> list[Device]:
                 if e is None:
                     continue
                 cap = e.usable_gib - (DISPLAY_GIB if pg.gpu.display else 0)
-                out.append(Device(pg.label, node.name, pg.gpu.id, pg.path, e.name, cap, e.bandwidth_gbs))
+                out.append(Device(pg.label, node.name, pg.gpu.id, pg.path, e.name, cap, e.bandwidth_gbs,
+                                  nominal_gib=e.memory_gib * e.usable_memory_fraction))
         elif p.gpus == [] or not node.gpus:
             if node.memory_gib:
                 # leave the OS ~10 % (at least 1 GiB) of RAM
@@ -211,17 +213,11 @@ def fit(ctx, dep: Deployment, context_tokens: int | None = None) -> Fit | None:
     return _fit_layers(dep, model, w_total, devices, ctx_tokens, kv)
 
 
-def _layer_overheads(dep: Deployment, model, devices: list[Device]) -> tuple[float, float, list[float]]:
-    """(output-layer GiB, per-layer weight GiB share, fixed overhead per device)."""
-    fixed = []
-    for d in devices:
-        o = 0.0
-        if d.gpu_id is not None:
-            o += CUDA_CONTEXT_GIB + LLAMACPP_COMPUTE_GIB
-        if dep.stack == Stack.tabbyapi:
-            o = TABBY_OVERHEAD_GIB
-        fixed.append(o)
-    return 0.0, 0.0, fixed
+def _fixed_overheads(dep: Deployment, devices: list[Device]) -> list[float]:
+    """Per-device memory the runtime takes before any layer: CUDA context and compute buffers."""
+    if dep.stack == Stack.tabbyapi:
+        return [TABBY_OVERHEAD_GIB for _ in devices]
+    return [CUDA_CONTEXT_GIB + LLAMACPP_COMPUTE_GIB if d.gpu_id is not None else 0.0 for d in devices]
 
 
 def _fit_layers(dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
@@ -235,7 +231,7 @@ def _fit_layers(dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
     seqs = dep.parallel_sequences
     kv_layer = kv_layer_tok * ctx_tokens * seqs
     logits = model.vocab_size * UBATCH * 4 / GIB
-    fixed = _layer_overheads(dep, model, devices)[2]
+    fixed = _fixed_overheads(dep, devices)
     fixed[-1] += w_output + logits
     caps = [d.capacity_gib for d in devices]
     user = dep.tensor_split or (dep.gpu_split_gb if dep.stack == Stack.tabbyapi else None)
@@ -267,7 +263,7 @@ def _fit_ollama_single(dep, model, w_total, devices, ctx_tokens, kv) -> Fit | No
     if len(gpus) < 2:
         return None
     best = max(gpus, key=lambda d: d.capacity_gib)
-    trial = _fit_layers(dep, model, w_total, [Device(**{**best.__dict__})], ctx_tokens, kv)
+    trial = _fit_layers(dep, model, w_total, [replace(best)], ctx_tokens, kv)
     if not trial.fits:
         return None
     trial.notes.append(f"Ollama loads the model on one GPU ({best.label}) because it fits there; "
@@ -285,7 +281,7 @@ def _fit_tensor(dep, model, w_total, devices, ctx_tokens, kv, *, overhead: float
     seqs = dep.parallel_sequences
     for d in devices:
         if util is not None and d.gpu_id is not None:
-            d.capacity_gib = min(d.capacity_gib, util * _nominal(d))
+            d.capacity_gib = min(d.capacity_gib, util * (d.nominal_gib or d.capacity_gib))
         d.layers = round(layers_per_stage)
         d.weights_gib = w_total / shards
         d.overhead_gib = overhead
@@ -300,10 +296,6 @@ def _fit_tensor(dep, model, w_total, devices, ctx_tokens, kv, *, overhead: float
                tensor_parallel=tp, pipeline_parallel=pp)
 
 
-def _nominal(d: Device) -> float:
-    return d.capacity_gib if d.gpu_id is None else d.__dict__.get("_nominal", d.capacity_gib)
-
-
 def vllm_layout(ctx, dep: Deployment, n_gpus: int) -> tuple[int, int]:
     """(tensor_parallel, pipeline_parallel): given values, else TP = GPUs per node, PP = nodes."""
     nodes = max(1, len(ctx.deployment_nodes(dep)))
@@ -316,9 +308,6 @@ def _fit_vllm(ctx, dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
     tp, pp = vllm_layout(ctx, dep, len(devices))
     hid = hidden_size(model)
     activation = VLLM_BATCHED_TOKENS * (hid * 16 + model.vocab_size * 4) / GIB / tp
-    for pg, d in zip(ctx.placed_gpus(dep), devices):
-        if pg.entry is not None:
-            d.__dict__["_nominal"] = pg.entry.memory_gib
     requested = dep.context_tokens or model.max_context
     f = _fit_tensor(dep, model, w_total, devices, requested, kv if kv != "q8_0" else "fp8",
                     overhead=VLLM_BASE_OVERHEAD_GIB + CUDA_CONTEXT_GIB + activation, tp=tp, pp=pp,
