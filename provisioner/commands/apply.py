@@ -138,3 +138,5 @@ def _summary(out, result) -> None:
         out.print(f"[red]rigctl apply: {result.message}[/]")
     elif result.state_file:
         out.print(f"state: {result.state_file}")
+    elif not result.check:
+        out.print("state not updated: --limit applied only part of the plan")

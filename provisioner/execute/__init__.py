@@ -1,7 +1,9 @@
 """rigctl apply: render into a private run directory and run site.yml with ansible-runner.
 
 Each run keeps its rendered project and runner artifacts under
-``<spec dir>/.rigctl/runs/<timestamp>/``. Nothing here prints: progress goes to the
+``<spec dir>/.rigctl/runs/<timestamp>/`` (the newest KEEP_RUNS are kept); after a
+successful full run the applied state goes where ``rigctl plan`` reads it
+(``provisioner.plan.state.state_path``). Nothing here prints: progress goes to the
 ``on_update`` callback, the outcome comes back as an ApplyResult.
 """
 
@@ -19,6 +21,8 @@ from ..diagnostics import EXIT_APPLY_FAILED, EXIT_FINDINGS, EXIT_LOCKED, EXIT_OK
 from .events import HostFailure, HostProgress, Progress, Update
 from .lock import Locked, RigLock
 from .options import RunnerOptions
+
+KEEP_RUNS = 20  # run directories (rendered project + runner artifacts) kept per rig
 
 __all__ = ["apply", "ApplyResult", "RunnerOptions", "HostFailure", "HostProgress", "Update", "Locked"]
 
@@ -95,12 +99,21 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
                                  diff=diff, envvars=dict(envvars or {}))
             result = _run(opts, on_update)
             result.run_dir, result.check = run_dir, check
-            if result.status == "ok" and not check:
+            if result.status == "ok" and not check and not limit:  # a --limit run applied part of the plan
                 result.state_file = _write_state(spec, prep.plan, rig)
+            _prune_runs(base / "runs", keep=KEEP_RUNS)
     except Locked as exc:
         return ApplyResult("locked", EXIT_LOCKED, str(exc))
     result.elapsed_s = time.monotonic() - t0
     return result
+
+
+def _prune_runs(runs: Path, keep: int) -> None:
+    """Keep the newest `keep` run directories (names sort by time)."""
+    import shutil
+
+    for old in sorted(p for p in runs.iterdir() if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _run(opts: RunnerOptions, on_update) -> ApplyResult:

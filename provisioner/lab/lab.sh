@@ -12,8 +12,10 @@
 # apt-cacher-ng on 10.213.0.1:3142 that uses this machine's own network.
 # After `up`: LAB_DIR/inventory.ini (Ansible) and LAB_DIR/ssh_config (ssh -F, testinfra).
 #
-# --docker: hosts can run a Docker engine inside (cgroup v1 controllers remounted rw,
-# keyring syscalls allowed, /var/lib/docker bind-mounted from ext4).
+# --docker: hosts run a Docker engine inside (cgroup v1 controllers remounted rw,
+# keyring syscalls allowed, /var/lib/docker bind-mounted from LAB_DIR, a real filesystem)
+# with bookworm's docker.io and the compose v2 plugin from trixie's docker-compose
+# (pinned low: everything else stays bookworm); docker-in-lab.md has the why.
 #
 # Environment: LAB_DIR (default /tmp/rigctl-lab), LAB_CACHE (default
 # /var/tmp/rigctl-lab-cache), LAB_MIRROR / LAB_SECURITY_MIRROR (default: this machine's
@@ -284,6 +286,34 @@ wait_ssh() {  # $1 = ip; up to ~60 s
   return 1
 }
 
+docker_engine() {  # $1 = ip: docker.io + compose v2 in one host (through the apt proxy)
+  local mirror; mirror=${LAB_MIRROR:-$(apt_uri "$LAB_SUITE")}
+  # shellcheck disable=SC2029  # expanded here on purpose: mirror and bridge address
+  ssh "${SSH_OPTS[@]}" "root@$1" "set -e
+    echo 'deb $mirror trixie main' > /etc/apt/sources.list.d/trixie.list
+    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/trixie-low
+    # containers must not fall back to 8.8.8.8 for DNS (the hosts have no resolver)
+    mkdir -p /etc/docker; echo '{\"dns\": [\"$LAB_NET.1\"]}' > /etc/docker/daemon.json
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends docker.io
+    apt-get install -y -qq --no-install-recommends -t trixie docker-compose
+    rm -f /var/cache/apt/archives/*.deb
+    docker compose version >/dev/null && docker info --format '{{.Driver}}' | grep -qx overlay2
+  " > "$LAB_DIR/hosts/$2/docker-install.log" 2>&1
+}
+
+docker_engines() {  # every host at once; ~10 s with a warm apt proxy
+  local ip name pids=() names=() i bad=() t0; t0=$(now)
+  while read -r ip name; do docker_engine "$ip" "$name" & pids+=($!); names+=("$name"); done < "$LAB_DIR/hosts.list"
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || bad+=("${names[$i]}"); done
+  if [ ${#bad[@]} -gt 0 ]; then
+    for name in "${bad[@]}"; do tail -5 "$LAB_DIR/hosts/$name/docker-install.log" >&2 || true; done
+    die "docker engine install failed on ${bad[*]} (log: $LAB_DIR/hosts/<host>/docker-install.log)"
+  fi
+  log "docker engine + compose v2 on every host in $(since "$t0") s"
+}
+
 write_inventory() {
   { echo "[lab]"
     while read -r ip name; do echo "$name ansible_host=$ip"; done < "$LAB_DIR/hosts.list"
@@ -342,6 +372,7 @@ up() {
     st=$(ssh "${SSH_OPTS[@]}" "root@$ip" 'timeout 60 systemctl is-system-running --wait' 2>/dev/null || true)
     [ "$st" = running ] || log "warning: $name systemd state is '$st'"
   done < "$LAB_DIR/hosts.list"
+  if [ "${LAB_DOCKER:-0}" = 1 ]; then docker_engines; fi
   write_inventory
   trap - EXIT
   log "$n host(s) up in $(since "$t0") s; inventory $LAB_DIR/inventory.ini, ssh -F $LAB_DIR/ssh_config h1"

@@ -50,7 +50,7 @@ def host_line(output: str, host: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def key(lab, llamacpp_bin):
+def key(lab, llamacpp_bin, lab_shell):
     if lab["addresses"] != {"h1": H1, "h2": H2}:
         pytest.skip(f"examples/lab-cpu-rpc.yaml binds the default lab addresses, this lab has {lab['addresses']}")
     from provisioner.testmodels import write_tiny_gguf
@@ -66,7 +66,11 @@ def key(lab, llamacpp_bin):
     # GPU roles are skipped visibly on the lab profile
     assert "GPU roles (nvidia_driver, gpu_checks, power_limits) skipped on h1" in r.output
     assert "skipped: rigctl_deploy_mode is native on h2" in r.output
-    return os.environ["RIGCTL_LAB_API_KEY"]
+    yield os.environ["RIGCTL_LAB_API_KEY"]
+    # the lab is shared by the session: free port 8080 and 50052 for the next module
+    # (llama-server first: stopping its RPC server first makes it abort)
+    lab_shell.run("h1", "systemctl disable --now rigctl-tiny.service", check=False)
+    lab_shell.run("h2", "systemctl disable --now rigctl-tiny-rpc.service", check=False)
 
 
 def chat(key: str | None) -> tuple[int, dict]:
