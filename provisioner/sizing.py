@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from .spec.models import Deployment, ModelArch, Stack
+from .spec.models import Deployment, Stack
 
 GIB = float(1 << 30)
 
@@ -160,6 +160,10 @@ def devices_for(ctx, dep: Deployment) -> list[Device]:
                 cap = node.memory_gib - max(1.0, 0.1 * node.memory_gib)
                 out.append(Device(f"{node.name}/cpu", node.name, None, ("nodes", ni, "memory_gib"),
                                   "system RAM", cap, None))
+    if dep.stack in (Stack.llamacpp, Stack.llamacpp_rpc) and len(out) > 1 and out[0].gpu_id is None:
+        # with -ngl 999 llama.cpp offloads every layer to its devices (local GPUs, RPC
+        # servers); the head's own CPU only holds layers when there is no device at all
+        out = out[1:]
     return out
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.probe import ProbeUnavailable, collect, compare, spec_fragment
-from provisioner.probe import core
 from provisioner.commands import probe as probe_cmd
+from provisioner.probe import ProbeUnavailable, collect, compare, core, spec_fragment
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "probe"

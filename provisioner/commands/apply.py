@@ -53,7 +53,14 @@ def run(args) -> int:
 
 
 def _confirm(prep, out) -> bool:
-    from ..plan.state import StateError, default_render_dir, diff_state, load_state, plan_state, state_path
+    from ..plan.state import (
+        StateError,
+        default_render_dir,
+        diff_state,
+        load_state,
+        plan_state,
+        state_path,
+    )
 
     rig = prep.ctx.rig
     try:

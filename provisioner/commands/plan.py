@@ -34,7 +34,14 @@ def run(args) -> int:
     from .. import report
     from ..check import check_file
     from ..plan import build_plan
-    from ..plan.state import StateError, default_render_dir, diff_state, load_state, plan_state, state_path
+    from ..plan.state import (
+        StateError,
+        default_render_dir,
+        diff_state,
+        load_state,
+        plan_state,
+        state_path,
+    )
 
     error_exit = EXIT_FINDINGS if args.detailed_exitcode else EXIT_USAGE
     res = check_file(args.spec, catalog_files=args.catalog)

@@ -30,7 +30,7 @@ def print_errors(prep) -> None:
 def run(args) -> int:
     import os
 
-    from ..render import InventoryError, MANAGED_DIRS, render_project, stale, write
+    from ..render import MANAGED_DIRS, InventoryError, render_project, stale, write
     from ..render.prepare import prepare
 
     try:

@@ -17,7 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..diagnostics import EXIT_APPLY_FAILED, EXIT_FINDINGS, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, Diagnostic
+from ..diagnostics import (
+    EXIT_APPLY_FAILED,
+    EXIT_FINDINGS,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Diagnostic,
+)
 from .events import HostFailure, HostProgress, Progress, Update
 from .lock import Locked, RigLock
 from .options import RunnerOptions

@@ -40,3 +40,13 @@ def port_scope(bind: str) -> str:
 def fmt_num(x: float) -> str:
     """Compact number for flags: 3 -> '3', 0.375 -> '0.375'."""
     return f"{x:.3f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
+
+
+def gpu_env(placed) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for NVIDIA GPUs: by UUID when every placed GPU has one, else by index.
+    Empty for no GPUs or non-NVIDIA devices (Apple Metal, ROCm), where the variable means nothing."""
+    if not placed or any(pg.entry is None or pg.entry.vendor != "nvidia" for pg in placed):
+        return {}
+    if all(pg.gpu.uuid for pg in placed):
+        return {"CUDA_VISIBLE_DEVICES": ",".join(pg.gpu.uuid for pg in placed)}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(pg.gpu_index) for pg in placed)}

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from ..sizing import Fit
 from ..spec.models import Deployment
-from .common import node_address
+from .common import gpu_env, node_address
 from .model import Service
-from .vllm import gpu_env
 
 API_PORT = 52415
 ZENOH_PORT = 52414

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..sizing import Fit
 from ..spec.models import Deployment, Stack
-from .common import fmt_num, model_path, node_address, port_scope, secret_file
+from .common import fmt_num, gpu_env, model_path, node_address, port_scope, secret_file
 from .model import Service
 
 DEFAULT_PORT = 8080
@@ -29,9 +29,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         addr = node_address(w, addresses)
         rpc_endpoints.append(f"{addr}:{RPC_PORT}")
         wargv = ["rpc-server", "--host", addr, "--port", str(RPC_PORT)]
-        env = {}
-        if wgpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(pg.gpu.uuid or str(pg.gpu_index) for pg in wgpus)
+        env = gpu_env(wgpus)
         services.append(Service(
             deployment=dep.name, node=w.name, role="rpc-worker", stack="llamacpp-rpc",
             name=f"rigctl-{dep.name}-rpc", argv=wargv, env=env, port=RPC_PORT, bind=addr,
@@ -53,9 +51,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         argv += ["--api-key-file", secret_file(dep)]
         secret_env["LLAMA_API_KEY_FILE"] = dep.auth.model_dump(exclude_none=True)
     argv += list(dep.extra_args)
-    env = {}
-    if head_gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(pg.gpu.uuid or str(pg.gpu_index) for pg in head_gpus)
+    env = gpu_env(head_gpus)
     services.insert(0, Service(
         deployment=dep.name, node=head.name, role="server", stack=dep.stack.value,
         name=f"rigctl-{dep.name}", argv=argv, env=env, port=port, bind=dep.bind,

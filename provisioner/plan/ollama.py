@@ -11,9 +11,8 @@ import posixpath
 
 from ..sizing import Fit
 from ..spec.models import Deployment
-from .common import model_path, port_scope
+from .common import gpu_env, model_path, port_scope
 from .model import Service
-from .vllm import gpu_env
 
 DEFAULT_PORT = 11434
 CONFIG_DIR = "/etc/rigctl/ollama"

@@ -13,9 +13,8 @@ import yaml
 
 from ..sizing import GIB, Fit
 from ..spec.models import Deployment
-from .common import model_path, port_scope
+from .common import gpu_env, model_path, port_scope
 from .model import Service
-from .vllm import gpu_env
 
 DEFAULT_PORT = 5000
 CONFIG_DIR = "/etc/rigctl/tabbyapi"

@@ -12,7 +12,7 @@ import ipaddress
 
 from ..sizing import Fit
 from ..spec.models import Deployment, ModelArch, Node
-from .common import fmt_num, model_path, node_address, port_scope
+from .common import fmt_num, gpu_env, model_path, node_address, port_scope
 from .model import Service
 
 DEFAULT_PORT = 8000
@@ -110,15 +110,6 @@ def model_reference(ctx, dep: Deployment) -> str:
         if repo:
             return repo
     return str(dep.model)
-
-
-def gpu_env(placed) -> dict[str, str]:
-    """CUDA_VISIBLE_DEVICES by UUID when every placed GPU has one, else by index."""
-    if not placed:
-        return {}
-    if all(pg.gpu.uuid for pg in placed):
-        return {"CUDA_VISIBLE_DEVICES": ",".join(pg.gpu.uuid for pg in placed)}
-    return {"CUDA_VISIBLE_DEVICES": ",".join(str(pg.gpu_index) for pg in placed)}
 
 
 def fabric_nic(ctx, node: Node) -> str | None:

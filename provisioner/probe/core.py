@@ -24,7 +24,6 @@ rig spec and returns a list of problem dicts with readable messages.
 from __future__ import absolute_import, division, print_function
 
 import datetime
-import os
 import re
 import shutil
 import socket
@@ -270,7 +269,6 @@ def _quiet(N, fn, *args):
 
 
 def _pairs(rec, gpus, handles):
-    N = rec.N
     pairs = []
     for a in range(len(handles)):
         for b in range(a + 1, len(handles)):

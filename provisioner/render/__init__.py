@@ -17,7 +17,13 @@ from ..plan.model import Plan
 from ..resources import package_dir
 from . import services as svcmod
 from .files import RenderedFile, stale, write
-from .inventory import InventoryError, InventoryOverrides, check_nodes, load_overrides, split
+from .inventory import (
+    InventoryError,
+    InventoryOverrides,
+    check_nodes,
+    load_overrides,
+    split,
+)
 from .templating import render_template
 
 __all__ = ["render_project", "write", "stale", "RenderedFile", "load_overrides", "InventoryError",

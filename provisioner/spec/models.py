@@ -248,11 +248,14 @@ class Deployment(Strict):
     auth: SecretRef | None = Field(None, description="API key reference (env, file or vault)")
     swarm: Swarm | None = Field(None, description="Petals swarm settings")
     extra_args: list[str] = Field(default_factory=list, description="extra engine arguments, appended verbatim")
+    image: str | None = Field(None, description="container image for this deployment (overrides the pinned image of its stack)")
 
 
 class Images(Strict):
     source: Literal["registry", "offline"] = Field("registry", description="pull from a registry, or ship images from the controller")
     registry: str | None = Field(None, description="registry/mirror prefix for pulls")
+    archive_dir: str = Field(".rigctl/images", description="offline: controller directory with `docker save` archives "
+                             "(<repo>_<tag>.tar, relative to the spec); apply loads them on the hosts")
 
 
 class Rig(Strict):
@@ -265,6 +268,8 @@ class Rig(Strict):
     nodes: list[Node] = Field(min_length=1, description="machines in the rig")
     serve: list[Deployment] = Field(default_factory=list, description="models to serve")
     images: Images = Field(default_factory=Images, description="where container images come from")
+    deploy_mode: Literal["auto", "container"] = Field(
+        "auto", description="auto: llama.cpp as native units, the other stacks in containers; container: every service in a container")
 
     @field_validator("nodes")
     @classmethod

@@ -8,7 +8,6 @@ import time
 import urllib.error
 import urllib.request
 
-
 BIN_DIR = "/opt/rigctl-test/bin"
 MODEL_DIR = "/opt/rigctl-test/models"
 

@@ -10,7 +10,12 @@ import pytest
 
 from provisioner import sizing
 from provisioner.check import check_file
-from provisioner.plan.modelfile import ModelFileError, model_file_facts, read_gguf, read_safetensors
+from provisioner.plan.modelfile import (
+    ModelFileError,
+    model_file_facts,
+    read_gguf,
+    read_safetensors,
+)
 from provisioner.testmodels import write_tiny_gguf
 
 

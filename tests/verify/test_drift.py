@@ -9,8 +9,6 @@ import functools
 import json
 from pathlib import Path
 
-import pytest
-
 from provisioner.diagnostics import Location
 from provisioner.plan import build_plan
 from provisioner.rules.context import Context
