@@ -67,7 +67,7 @@ def _confirm(prep, out) -> bool:
         old = load_state(state_path(default_render_dir(prep.check.load.file, rig.name)))
     except StateError:
         old = None
-    changes = diff_state(old, plan_state(prep.plan))
+    changes = diff_state(old, plan_state(prep.plan, model_facts=prep.model_facts))
     out.print(f"rig [bold]{rig.name}[/]: {len(rig.nodes)} host(s): {', '.join(n.name for n in rig.nodes)}")
     for node, lines in changes.items():
         out.print(f"  {node}")

@@ -23,7 +23,10 @@ def register(sub) -> None:
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 when nothing would change, 2 when apply would change something, 1 on errors")
     p.add_argument("--refresh", action="store_true",
-                   help="re-read model files even when the applied state records the same size and mtime")
+                   help="re-read model files even when the applied state records the same size and mtime; "
+                        "with -i, also probe the live hosts and list GPU drift in the change summary")
+    p.add_argument("-i", "--inventory", metavar="DIR",
+                   help="inventory (inventories/<env>) used by --refresh to reach the hosts")
     p.add_argument("--catalog", action="append", default=[], metavar="FILE", help="extra catalog file (repeatable)")
     p.add_argument("--state", metavar="FILE",
                    help="applied state to compare with (default: <spec dir>/rendered/<rig>/.rigctl/state.json)")
@@ -34,6 +37,7 @@ def run(args) -> int:
     from .. import report
     from ..check import check_file
     from ..plan import build_plan
+    from ..plan.modelfile import spec_model_facts, usable_facts
     from ..plan.state import (
         StateError,
         default_render_dir,
@@ -54,8 +58,8 @@ def run(args) -> int:
     except StateError as exc:
         sys.stderr.write(f"rigctl: {exc}\n")
         return error_exit
-    facts = _model_facts(res.context, args.spec, old, args.refresh)
-    usable = {k: v for k, v in facts.items() if v.get("weights_bytes")}
+    facts = spec_model_facts(res.context, args.spec, cache=None if args.refresh or not old else old.get("model_files"))
+    usable = usable_facts(facts)
     if usable:  # judge memory on the real file sizes
         res = check_file(args.spec, catalog_files=args.catalog, model_files=usable)
     diags = res.diagnostics
@@ -69,6 +73,9 @@ def run(args) -> int:
     plan = build_plan(res.context)
     new = plan_state(plan, model_facts=usable)
     changes = diff_state(old, new)
+    if args.refresh and args.inventory:
+        for node, lines in live_drift(res, args.inventory).items():
+            changes.setdefault(node, []).extend(lines)
     if args.format == "json":
         sys.stdout.write(json.dumps(plan_json(plan, facts, changes, diags, spath, old is not None), indent=2) + "\n")
     else:
@@ -78,14 +85,20 @@ def run(args) -> int:
     return EXIT_OK
 
 
-def _model_facts(ctx, spec: str, old: dict | None, refresh: bool) -> dict:
-    """Facts of the deployments' model files; the applied state's are reused when size and mtime match."""
-    from ..plan.modelfile import model_file_facts
+def live_drift(res, inventory: str) -> dict[str, list[str]]:
+    """Node -> change lines for what the live hosts differ from the spec (GPU gone, link narrowed, cap lost)."""
+    from ..verify import InventoryError, drift_diagnostics, live_facts
 
-    if not any(d.model_file for d in ctx.rig.serve):
-        return {}
-    cache = None if refresh or not old else old.get("model_files")
-    return model_file_facts(ctx, Path(spec).resolve().parent, cache=cache)
+    try:
+        outcomes = live_facts(res.context, inventory)
+        diags = drift_diagnostics(res.context, outcomes, inventory)
+    except InventoryError as exc:
+        return {"(inventory)": [f"! cannot refresh live facts: {exc}"]}
+    out: dict[str, list[str]] = {}
+    for d in diags:
+        node = d.rule.split("[", 1)[1].rstrip("]") if "[" in d.rule else "(rig)"
+        out.setdefault(node, []).append(f"~ live: {d.message}")
+    return out
 
 
 # ------------------------------------------------------------------ JSON

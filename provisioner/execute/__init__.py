@@ -107,7 +107,7 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
             result = _run(opts, on_update)
             result.run_dir, result.check = run_dir, check
             if result.status == "ok" and not check and not limit:  # a --limit run applied part of the plan
-                result.state_file = _write_state(spec, prep.plan, rig)
+                result.state_file = _write_state(spec, prep.plan, rig, prep.model_facts)
             _prune_runs(base / "runs", keep=KEEP_RUNS)
     except Locked as exc:
         return ApplyResult("locked", EXIT_LOCKED, str(exc))
@@ -149,12 +149,12 @@ def _run(opts: RunnerOptions, on_update) -> ApplyResult:
     return res
 
 
-def _write_state(spec: str, plan, rig: str) -> Path:
+def _write_state(spec: str, plan, rig: str, model_facts: dict) -> Path:
     from ..plan.state import default_render_dir, plan_state, state_path
 
     path = state_path(default_render_dir(spec, rig))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan_state(plan), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(plan_state(plan, model_facts=model_facts), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

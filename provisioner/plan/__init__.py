@@ -6,6 +6,7 @@ import importlib
 
 from .. import sizing
 from ..spec.models import ModelArch, Stack
+from . import images
 from .model import DeploymentPlan, Plan, Service, Speed
 
 # stack -> module in provisioner.plan with plan(ctx, dep, fit, addresses) -> list[Service]
@@ -26,6 +27,7 @@ def build_plan(ctx, addresses: dict[str, str] | None = None) -> Plan:
         fit = sizing.fit(ctx, dep)
         mod = importlib.import_module(f"provisioner.plan.{STACK_PLANNERS[dep.stack]}")
         services = mod.plan(ctx, dep, fit, addresses)
+        images.assign(ctx.rig, dep, services)
         model = ctx.model(dep)
         name = model.name if model is not None else str(dep.model)
         speed = None

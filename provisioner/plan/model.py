@@ -35,6 +35,10 @@ class Service:
     secret_env: dict[str, dict] = field(default_factory=dict)  # env var -> secret reference (never the value)
     ipc_host: bool = False
     shm_size: str | None = None
+    deploy_mode: str = "native"  # native (systemd unit) | container (compose service)
+    image: str | None = None  # container: image reference (pinned per stack in data/images.yaml)
+    image_archive: str | None = None  # images.source offline: controller path of its `docker save` archive
+    volumes: dict[str, str] = field(default_factory=dict)  # container: named volume -> path inside
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -241,3 +241,16 @@ def _disagreements(model, facts: dict) -> list[str]:
         if got and want and int(got) != int(want):
             notes.append(f"the file has {fk.replace('_', ' ')} {got}, the catalog entry {model.name} says {want}")
     return notes
+
+
+def spec_model_facts(ctx, spec: str, cache: dict | None = None) -> dict[str, dict]:
+    """Facts of the deployments' model files, paths relative to the spec file; ``cache`` is a
+    previous result (the applied state's) reused where size and mtime still match."""
+    if not any(d.model_file for d in ctx.rig.serve):
+        return {}
+    return model_file_facts(ctx, Path(spec).resolve().parent, cache=cache)
+
+
+def usable_facts(facts: dict[str, dict]) -> dict[str, dict]:
+    """Only the deployments whose file was read (a missing file carries just a note)."""
+    return {k: v for k, v in facts.items() if v.get("weights_bytes")}

@@ -15,6 +15,7 @@ import yaml
 
 from ..plan.model import Plan
 from ..resources import package_dir
+from . import compose
 from . import services as svcmod
 from .files import RenderedFile, stale, write
 from .inventory import (
@@ -91,7 +92,6 @@ def render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | No
         group = groups.setdefault(svcmod.group_of(svc), [])
         if svc.node not in group:
             group.append(svc.node)
-    images = yaml.safe_load((Path(__file__).parent / "images.yaml").read_text(encoding="utf-8"))
 
     all_vars = _group_vars(ctx, plan)
     conn_all, other_all = split(ov.vars)
@@ -105,8 +105,15 @@ def render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | No
         host_vars = _mark_unsafe(host_vars)
         host_vars.update(other_host)
         files.append(RenderedFile(f"inventory/host_vars/{node.name}.yml", _yaml(host_vars, rig.name)))
+        projects: dict[str, list] = {}
         for svc, sv in zip(svcs, host_vars["rigctl_services"]):
-            files.append(_service_file(rig.name, svc, sv, images, rig.images.registry))
+            if sv["deploy_mode"] == "native":
+                files.append(_unit_file(rig.name, svc, sv))
+            else:
+                projects.setdefault(sv["compose_src"], []).append((svc, sv["secret_files"]))
+        for path, members in projects.items():
+            values = compose.project_values(rig.name, members, offline=rig.images.source == "offline")
+            files.append(RenderedFile(path, render_template("compose.yml.j2", **values)))
 
     files.append(RenderedFile("inventory/hosts.yml", _yaml(_inventory(ctx, ov, groups, conn_all), rig.name)))
     files.sort(key=lambda f: f.path)
@@ -179,10 +186,8 @@ def _host_vars(ctx, node, svcs, plan: Plan, spec_dir: Path, profile: str) -> dic
     gpus = _nvidia_gpus(ctx, node)
     services = []
     for s in svcs:
-        src = s.model_source
-        if src and not Path(src).is_absolute():
-            src = (spec_dir / src).as_posix()
-        services.append(svcmod.service_vars(s, plan, src))
+        src, archive = (_absolute(p, spec_dir) for p in (s.model_source, s.image_archive))
+        services.append(svcmod.service_vars(s, plan, src, archive))
     return {
         "rigctl_node_name": node.name,
         "rigctl_gpu_required": bool(gpus) and profile != "lab",
@@ -217,11 +222,14 @@ def _gpu_expected(node, gpus) -> dict:
     return {"gpu_count": len(gpus), "gpus": out, "nvlink_pairs": [list(p) for p in pairs]}
 
 
-def _service_file(rig: str, svc, sv: dict, images: dict, registry: str | None) -> RenderedFile:
-    if sv["deploy_mode"] == "native":
-        vals = svcmod.native_unit_values(svc, sv["secret_files"])
-        env = {**svc.env, **vals.pop("extra_env")}
-        return RenderedFile(sv["unit_src"], render_template("systemd.service.j2", rig=rig, svc=svc, env=env, **vals))
-    image = images.get(svc.stack) or {"image": f"rigctl/{svc.stack}:local", "volumes": []}
-    vals = svcmod.container_values(svc, sv["secret_files"], image, registry)
-    return RenderedFile(sv["compose_src"], render_template("compose.yml.j2", rig=rig, svc=svc, **vals))
+def _absolute(path: str | None, spec_dir: Path) -> str | None:
+    """A controller path from the spec, made absolute against the spec's directory."""
+    if path and not Path(path).is_absolute():
+        return (spec_dir / path).as_posix()
+    return path
+
+
+def _unit_file(rig: str, svc, sv: dict) -> RenderedFile:
+    vals = svcmod.native_unit_values(svc, sv["secret_files"])
+    env = {**svc.env, **vals.pop("extra_env")}
+    return RenderedFile(sv["unit_src"], render_template("systemd.service.j2", rig=rig, svc=svc, env=env, **vals))

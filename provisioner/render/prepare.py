@@ -16,6 +16,7 @@ class Prepared:
     check: CheckResult
     overrides: InventoryOverrides = field(default_factory=InventoryOverrides)
     plan: Plan | None = None
+    model_facts: dict = field(default_factory=dict)  # deployment -> facts read from its model file
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -29,11 +30,15 @@ class Prepared:
 def prepare(spec: str, inventory: str | None = None) -> Prepared:
     """Validate the spec, read the inventory overrides and plan; the plan is None when
     the spec has errors. Raises InventoryError for a bad inventory."""
+    from ..plan.modelfile import spec_model_facts, usable_facts
     from . import plan_addresses
 
     res = check_file(spec)
+    facts = usable_facts(spec_model_facts(res.context, spec)) if res.context is not None else {}
+    if facts:  # judge memory on the real file sizes, as `rigctl plan` does
+        res = check_file(spec, model_files=facts)
     overrides = load_overrides(inventory)
-    out = Prepared(res, overrides)
+    out = Prepared(res, overrides, model_facts=facts)
     if res.fatal or res.context is None or out.errors:
         return out
     out.plan = build_plan(res.context, plan_addresses(res.context, overrides))

@@ -11,7 +11,6 @@ from ..plan.model import Plan, Service
 BIN_DIR = "/var/lib/rigctl/bin"
 SECRETS_DIR = "/etc/rigctl/secrets"
 SERVICE_USER = "rigctl"
-NATIVE_STACKS = frozenset({"llamacpp", "llamacpp-rpc"})
 # (stack, service role) -> inventory group (playbooks/VARIABLES.md); None = any role
 GROUPS = {
     ("llamacpp", "server"): "llamacpp_server",
@@ -30,7 +29,7 @@ STACK_GROUPS = ("llamacpp_rpc", "llamacpp_server", "ollama", "ray_head", "ray_wo
 
 
 def deploy_mode(svc: Service) -> str:
-    return "native" if svc.stack in NATIVE_STACKS else "container"
+    return svc.deploy_mode
 
 
 def group_of(svc: Service) -> str:
@@ -41,8 +40,13 @@ def unit_path(svc: Service) -> str:
     return f"files/{svc.node}/{svc.name}.service"
 
 
+def compose_project(svc: Service) -> str:
+    """One compose project per stack per host: rigctl-<stack>."""
+    return f"rigctl-{svc.stack}"
+
+
 def compose_path(svc: Service) -> str:
-    return f"files/{svc.node}/{svc.name}/compose.yml"
+    return f"files/{svc.node}/{compose_project(svc)}/compose.yml"
 
 
 def secret_files(svc: Service) -> list[dict]:
@@ -78,10 +82,11 @@ def depends_on(svc: Service, plan: Plan) -> list[dict]:
             for s in d.services if s.role == "rpc-worker"]
 
 
-def service_vars(svc: Service, plan: Plan, model_source: str | None) -> dict:
+def service_vars(svc: Service, plan: Plan, model_source: str | None, image_archive: str | None = None) -> dict:
     """The service dict roles read (Service.to_dict() plus render's keys, VARIABLES.md)."""
     d = svc.to_dict()
     d["model_source"] = model_source
+    d["image_archive"] = image_archive
     d["deploy_mode"] = deploy_mode(svc)
     d["secret_files"] = secret_files(svc)
     d["depends_on"] = depends_on(svc, plan)
@@ -90,6 +95,7 @@ def service_vars(svc: Service, plan: Plan, model_source: str | None) -> dict:
         d["unit_src"] = unit_path(svc)
     else:
         d["compose_src"] = compose_path(svc)
+        d["compose_project"] = compose_project(svc)
     return d
 
 
@@ -115,27 +121,6 @@ def native_unit_values(svc: Service, secrets: list[dict]) -> dict:
     return {"exec_start": " ".join(words), "env_files": env_files,
             "credentials": [{"name": n, "path": p} for p, n in sorted(creds.items())],
             "extra_env": raw_vars, "user": SERVICE_USER}
-
-
-def container_values(svc: Service, secrets: list[dict], image: dict, registry: str | None) -> dict:
-    name = image["image"]
-    if registry:  # a mirror replaces the image's own registry host (docker.io, ghcr.io, ...)
-        first, _, rest = name.partition("/")
-        name = registry.rstrip("/") + "/" + (rest if ("." in first or ":" in first) and rest else name)
-    volumes = list(image.get("volumes", []))
-    if svc.model_path:
-        models = posixpath.dirname(svc.model_path.rstrip("/"))
-        volumes.append(f"{models}:{models}:ro")
-    volumes += [f"{p}:{p}:ro" for p in sorted(svc.files)]
-    volumes += [f"{s['path']}:{s['path']}:ro" for s in secrets if s["format"] == "raw"]
-    gpu_ids = list(svc.gpu_uuids) if svc.gpu_uuids and len(svc.gpu_uuids) == len(svc.gpus) \
-        else [str(i) for i in svc.gpu_indices]
-    env = dict(svc.env)
-    if gpu_ids and env.get("CUDA_VISIBLE_DEVICES", "").split(",") == [str(i) for i in svc.gpu_indices]:
-        # the container sees only its reserved GPUs, renumbered from 0
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(gpu_ids)))
-    return {"image": name, "volumes": volumes, "gpu_ids": gpu_ids, "env": env,
-            "env_files": [s["path"] for s in secrets if s["format"] == "env"]}
 
 
 def firewall_rules(services: list[Service]) -> list[dict]:

@@ -7,8 +7,6 @@ returns diagnostics at spec paths; ``live_facts`` runs only the GPU probe, for
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..diagnostics import Diagnostic
 from .drift import facts_diagnostics
 from .expect import gpu_expected

@@ -1,0 +1,53 @@
+"""Native or container, and which image: per service, from the rig and data/images.yaml.
+
+llama.cpp runs as a native unit unless the rig says ``deploy_mode: container``; the
+other stacks only exist as containers (playbooks/README.md says why).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+
+from .model import Service
+
+NATIVE_STACKS = frozenset({"llamacpp", "llamacpp-rpc"})
+
+
+@lru_cache(maxsize=1)
+def catalog() -> dict:
+    """stack -> {image, bin_dir?, health, interval_s, start_period_s, volumes}."""
+    text = (resources.files("provisioner.plan") / "data" / "images.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def with_registry(image: str, registry: str | None) -> str:
+    """A mirror replaces the image's own registry host (docker.io, ghcr.io, ...)."""
+    if not registry:
+        return image
+    first, _, rest = image.partition("/")
+    has_host = ("." in first or ":" in first or first == "localhost") and rest
+    return registry.rstrip("/") + "/" + (rest if has_host else image)
+
+
+def archive_name(image: str) -> str:
+    """File name of an image's `docker save` archive: ghcr.io/a/b:t@sha256:.. -> ghcr.io_a_b_t.tar"""
+    ref = image.split("@", 1)[0]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", ref) + ".tar"
+
+
+def assign(rig, dep, services: list[Service]) -> None:
+    """Set deploy_mode, image, volumes and (offline) image_archive on a deployment's services."""
+    for svc in services:
+        if svc.stack in NATIVE_STACKS and rig.deploy_mode != "container":
+            continue
+        entry = catalog().get(svc.stack, {})
+        svc.deploy_mode = "container"
+        svc.image = dep.image or with_registry(entry.get("image") or f"rigctl/{svc.stack}:local", rig.images.registry)
+        svc.volumes = dict(entry.get("volumes") or {})
+        if rig.images.source == "offline":
+            svc.image_archive = posixpath.join(rig.images.archive_dir, archive_name(svc.image))
