@@ -50,4 +50,6 @@ def assign(rig, dep, services: list[Service]) -> None:
         svc.image = dep.image or with_registry(entry.get("image") or f"rigctl/{svc.stack}:local", rig.images.registry)
         svc.volumes = dict(entry.get("volumes") or {})
         if rig.images.source == "offline":
+            # a loaded archive has no registry digest: hosts know the image by its tag (and id)
+            svc.image = svc.image.split("@", 1)[0]
             svc.image_archive = posixpath.join(rig.images.archive_dir, archive_name(svc.image))

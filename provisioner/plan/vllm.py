@@ -76,9 +76,12 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         secret_env["VLLM_API_KEY"] = dep.auth.model_dump(exclude_none=True)
     argv += list(dep.extra_args)
     head_gpus = [pg for pg in placed if pg.node.name == head.name]
+    server_env = cluster_env(head)
+    if multi:  # the server runs beside the Ray head (its own container): tell it where the cluster is
+        server_env["RAY_ADDRESS"] = f"{head_addr}:{RAY_PORT}"
     services.append(Service(
         deployment=dep.name, node=head.name, role="server", stack="vllm", name=f"rigctl-{dep.name}",
-        argv=argv, env=cluster_env(head), port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
+        argv=argv, env=server_env, port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
         gpus=[pg.gpu.id for pg in head_gpus], gpu_indices=[pg.gpu_index for pg in head_gpus],
         gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid], health_path="/health",
         model_path=model_ref if dep.model_file else None, model_source=dep.model_file,

@@ -144,6 +144,23 @@ def test_second_apply_and_check_change_nothing(key):
         assert "would change=0" in host_line(c.output, host), c.output[-3000:]
 
 
+def test_plan_detailed_exitcode_against_the_applied_rig(key, tmp_path):
+    """Terraform-style: 0 when the applied rig matches the spec, 2 with the change per host."""
+    r = rigctl("plan", str(SPEC), "--detailed-exitcode")
+    assert r.returncode == 0, r.output[-3000:]
+    # the same rig with a larger context, next to the same applied state
+    changed = tmp_path / "lab-cpu-rpc.yaml"
+    changed.write_text(SPEC.read_text().replace("context_tokens: 512", "context_tokens: 1024"))
+    from provisioner.plan.state import default_render_dir, state_path
+
+    state = state_path(default_render_dir(str(SPEC), "lab-cpu-rpc"))
+    r = rigctl("plan", str(changed), "--detailed-exitcode", "--state", str(state))
+    assert r.returncode == 2, r.output[-3000:]
+    h1_section = r.output.split("  h1", 1)[1]
+    assert "--ctx-size 512 -> 1024" in h1_section, r.output
+    assert "\n  h2" not in r.output.split("changes against", 1)[1], "h2's rpc-server does not change"
+
+
 def test_concurrent_apply_is_refused(key):
     from provisioner.execute import rig_dir
     from provisioner.execute.lock import RigLock
