@@ -115,3 +115,25 @@ class LabShell:
 @pytest.fixture(scope="session")
 def lab_shell(lab) -> LabShell:
     return LabShell(lab["ssh_config"])
+
+
+LAB_MODEL = Path("/var/tmp/rigctl-lab-cache/models/tiny-llama.gguf")  # model_file of examples/lab-cpu-rpc.yaml
+
+
+@pytest.fixture(scope="session")
+def lab_rig_env(lab, llamacpp_bin) -> str:
+    """What `rigctl apply examples/lab-cpu-rpc.yaml` needs on the controller: the lab dir,
+    the llama.cpp binaries, an API key in the environment and the tiny model file.
+    Returns the API key."""
+    import os
+    import secrets
+
+    from provisioner.testmodels import write_tiny_gguf
+
+    os.environ["LAB_DIR"] = lab["lab_dir"]
+    os.environ["RIGCTL_ARTIFACTS_DIR"] = str(llamacpp_bin)
+    os.environ.setdefault("RIGCTL_LAB_API_KEY", secrets.token_hex(16))
+    if not LAB_MODEL.is_file():
+        LAB_MODEL.parent.mkdir(parents=True, exist_ok=True)
+        write_tiny_gguf(LAB_MODEL)
+    return os.environ["RIGCTL_LAB_API_KEY"]

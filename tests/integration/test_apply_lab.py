@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -29,7 +28,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "examples" / "lab-cpu-rpc.yaml"
 INVENTORY = ROOT / "inventories" / "lab"
-MODEL = Path("/var/tmp/rigctl-lab-cache/models/tiny-llama.gguf")  # model_file of the example
 H1, H2 = "10.213.0.11", "10.213.0.12"
 OUTSIDE = "10.99.0.1"
 
@@ -50,23 +48,15 @@ def host_line(output: str, host: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def key(lab, llamacpp_bin, lab_shell):
+def key(lab, lab_rig_env, lab_shell):
     if lab["addresses"] != {"h1": H1, "h2": H2}:
         pytest.skip(f"examples/lab-cpu-rpc.yaml binds the default lab addresses, this lab has {lab['addresses']}")
-    from provisioner.testmodels import write_tiny_gguf
-
-    os.environ["LAB_DIR"] = lab["lab_dir"]
-    os.environ["RIGCTL_ARTIFACTS_DIR"] = str(llamacpp_bin)
-    os.environ.setdefault("RIGCTL_LAB_API_KEY", secrets.token_hex(16))
-    if not MODEL.is_file():
-        MODEL.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_gguf(MODEL)
     r = apply()
     assert r.returncode == 0, f"apply failed ({r.returncode}):\n{r.output[-4000:]}"
     # GPU roles are skipped visibly on the lab profile
     assert "GPU roles (nvidia_driver, gpu_checks, power_limits) skipped on h1" in r.output
     assert "skipped: rigctl_deploy_mode is native on h2" in r.output
-    yield os.environ["RIGCTL_LAB_API_KEY"]
+    yield lab_rig_env
     # the lab is shared by the session: free port 8080 and 50052 for the next module
     # (llama-server first: stopping its RPC server first makes it abort)
     lab_shell.run("h1", "systemctl disable --now rigctl-tiny.service", check=False)

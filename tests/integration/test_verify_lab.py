@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "examples" / "lab-cpu-rpc.yaml"
 INVENTORY = ROOT / "inventories" / "lab"
-MODEL = Path("/var/tmp/rigctl-lab-cache/models/tiny-llama.gguf")  # model_file of the example
 RPC_UNIT = "rigctl-tiny-rpc"  # rigctl-<deployment>-rpc
 
 
@@ -35,15 +33,7 @@ def spec_line(text: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def applied(lab, llamacpp_bin):
-    from provisioner.testmodels import write_tiny_gguf
-
-    os.environ["LAB_DIR"] = lab["lab_dir"]
-    os.environ["RIGCTL_ARTIFACTS_DIR"] = str(llamacpp_bin)
-    os.environ.setdefault("RIGCTL_LAB_API_KEY", secrets.token_hex(16))
-    if not MODEL.is_file():
-        MODEL.parent.mkdir(parents=True, exist_ok=True)
-        write_tiny_gguf(MODEL)
+def applied(lab, lab_rig_env):
     r = rigctl("apply", str(SPEC), "-i", str(INVENTORY), "--yes")
     assert r.returncode == 0, f"apply failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return lab
