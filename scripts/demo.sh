@@ -30,6 +30,11 @@ if ! $RIGCTL lab up 2; then
   exit 0
 fi
 trap '$RIGCTL lab down >/dev/null 2>&1 || true' EXIT
+echo "llama.cpp CPU build (built from the llama-cpp-python sdist once, ~8 min on 2 cores; then cached):"
+export RIGCTL_ARTIFACTS_DIR=$(.venv/bin/python -m provisioner.lab.llamacpp | tail -n 1)
+echo "  $RIGCTL_ARTIFACTS_DIR"
+MODEL=/var/tmp/rigctl-lab-cache/models/tiny-llama.gguf   # model_file of examples/lab-cpu-rpc.yaml
+[ -f "$MODEL" ] || { mkdir -p "$(dirname "$MODEL")"; .venv/bin/python -m provisioner.testmodels "$MODEL"; }
 export RIGCTL_LAB_API_KEY=${RIGCTL_LAB_API_KEY:-demo-$(od -An -N8 -tx1 /dev/urandom | tr -d " \n")}
 $RIGCTL validate examples/lab-cpu-rpc.yaml
 $RIGCTL apply examples/lab-cpu-rpc.yaml -i inventories/lab --yes
