@@ -43,13 +43,21 @@ def read_archive(path: str | os.PathLike) -> ArchiveInfo:
     return ArchiveInfo(tuple(tags), tuple(ids))
 
 
-def offline_images(plan: Plan, base_dir: str | os.PathLike = ".") -> dict[str, Path]:
-    """image -> archive path, for every container service of an offline rig."""
-    out: dict[str, Path] = {}
+def offline_images(plan: Plan, base_dir: str | os.PathLike = ".") -> dict[str, tuple[Path, str]]:
+    """image -> (archive path, first deployment using it), for the container services of an offline rig."""
+    out: dict[str, tuple[Path, str]] = {}
     for svc in (s for d in plan.deployments for s in d.services):
         if svc.deploy_mode == "container" and svc.image and svc.image_archive:
-            out.setdefault(svc.image, Path(base_dir) / svc.image_archive)
+            out.setdefault(svc.image, (Path(base_dir) / svc.image_archive, svc.deployment))
     return out
+
+
+def _spec_path(rig, deployment: str) -> tuple:
+    """Where the spec chose the image: serve[i].image, else the deployment's stack."""
+    for i, dep in enumerate(rig.serve):
+        if dep.name == deployment:
+            return ("serve", i, "image" if dep.image else "stack")
+    return ("images",)
 
 
 def _tag(image: str) -> str:
@@ -70,13 +78,18 @@ def _local_engine():
 
 
 def preflight(plan: Plan, rig, base_dir: str | os.PathLike = ".", engine=None) -> list[Diagnostic]:
-    """Check that every image of an offline rig is available to ship; errors name the image."""
+    """Check that every image of an offline rig is available to ship; errors name the image.
+
+    ``base_dir`` is the spec's directory (archive_dir is relative to it). Diagnostics carry
+    spec paths (``serve[i].image``); ``CheckResult.load.locate`` turns them into file:line.
+    """
     if rig.images.source != "offline":
         return []
     out: list[Diagnostic] = []
     needed = offline_images(plan, base_dir)
     engine = engine if engine is not None else (_local_engine() if needed else None)
-    for image, archive in sorted(needed.items()):
+    for image, (archive, deployment) in sorted(needed.items()):
+        where = _spec_path(rig, deployment)
         try:
             if _tag(image) in read_archive(archive).tags:
                 continue
@@ -88,12 +101,12 @@ def preflight(plan: Plan, rig, base_dir: str | os.PathLike = ".", engine=None) -
         if engine is not None and _engine_has(engine, image):
             out.append(Diagnostic(f"{RULE}[export]", Severity.info,
                                   f"image {image}: {found}; apply saves it from this machine's Docker engine",
-                                  path=("images",), data={"image": image, "archive": str(archive)}))
+                                  path=where, data={"image": image, "archive": str(archive)}))
             continue
         out.append(Diagnostic(
             f"{RULE}[missing]", Severity.error,
             f"image {image} is needed (images.source: offline) but {found} and no local Docker engine has it",
-            path=("images", "archive_dir"),
+            path=where,
             hint=f"build or pull it on a machine with a registry, then `docker save {_tag(image)} -o {archive}`",
             data={"image": image, "archive": str(archive)}))
     return out
@@ -118,8 +131,7 @@ def export_images(plan: Plan, rig, base_dir: str | os.PathLike = ".", engine=Non
         archive.parent.mkdir(parents=True, exist_ok=True)
         partial = archive.with_name(archive.name + ".part")
         with open(partial, "wb") as f:
-            for chunk in engine.images.get(d.data["image"]).save(named=_tag(d.data["image"])):
-                f.write(chunk)
+            f.writelines(engine.images.get(d.data["image"]).save(named=_tag(d.data["image"])))
         os.replace(partial, archive)
         written.append(archive)
     return written

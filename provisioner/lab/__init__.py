@@ -19,11 +19,12 @@ import os
 import shutil
 import socket
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
     "LabError", "lab_script", "lab_dir", "lab_cache", "can_run_lab",
-    "up", "down", "status", "host_address", "BRIDGE", "NET_PREFIX",
+    "up", "down", "status", "host_address", "using", "BRIDGE", "NET_PREFIX",
 ]
 
 BRIDGE = "labbr0"
@@ -42,6 +43,22 @@ _EXIT_UNAVAILABLE = 3  # lab.sh: this machine cannot run the lab
 
 class LabError(RuntimeError):
     """The lab cannot run here, or an operation on it failed (one-line message)."""
+
+
+@contextmanager
+def using(net: str, directory: str | os.PathLike):
+    """Point this module at another lab (LAB_NET, LAB_DIR) inside the block, e.g. a docker
+    lab beside the default one; the previous values come back afterwards."""
+    old = {k: os.environ.get(k) for k in ("LAB_NET", "LAB_DIR")}
+    os.environ.update(LAB_NET=net, LAB_DIR=str(directory))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def lab_script() -> Path:

@@ -24,7 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..plan.images import archive_name
-from .llamacpp import BINARIES, LLAMA_CPP_PYTHON_VERSION, default_cache_dir, ensure_llamacpp
+from .llamacpp import (
+    BINARIES,
+    LLAMA_CPP_PYTHON_VERSION,
+    default_cache_dir,
+    ensure_llamacpp,
+)
 
 IMAGE = f"rigctl/llama.cpp-cpu:{LLAMA_CPP_PYTHON_VERSION}-lab"
 BASE_REPO = "rigctl/lab-base"
@@ -85,8 +90,7 @@ def ensure_lab_image(cache_dir: str | os.PathLike | None = None, log=_log) -> Pa
                 image, _ = client.images.build(path=str(context), tag=IMAGE, rm=True, pull=False)
                 partial = out.with_suffix(".tar.part")
                 with open(partial, "wb") as f:
-                    for chunk in image.save(named=IMAGE):
-                        f.write(chunk)
+                    f.writelines(image.save(named=IMAGE))
                 os.replace(partial, out)
         log(f"{IMAGE} saved to {out} ({out.stat().st_size / 2**20:.0f} MiB) in {time.monotonic() - t0:.0f} s")
         return out
@@ -116,12 +120,11 @@ def _ensure_dockerd() -> str:
         prc.chmod(0o755)
     try:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"],
-                           env=env, capture_output=True, text=True)
-        if r.returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-            r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"],
-                               env=env, capture_output=True, text=True)
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io"]
+        r = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+        if r.returncode != 0:  # an old package list: update once and try again
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
+            r = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
         if r.returncode != 0:
             raise LabImageError(f"apt-get install docker.io failed: {r.stderr.strip()[-300:]}")
     finally:

@@ -18,7 +18,7 @@ from .model import Service
 
 DEFAULT_PORT = 5000
 CONFIG_DIR = "/etc/rigctl/tabbyapi"
-INSTALL_DIR = "/opt/tabbyAPI"
+INSTALL_DIR = "/app"  # the image's WORKDIR (ghcr.io/theroyallab/tabbyapi, docker/Dockerfile)
 CACHE_MODES = {"f16": "FP16", "bf16": "FP16", "auto": "FP16", "fp8": "Q8", "q8_0": "Q8", "q4_0": "Q4"}
 
 
@@ -36,7 +36,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         secret_env["TABBY_API_KEY"] = dep.auth.model_dump(exclude_none=True)
     return [Service(
         deployment=dep.name, node=node.name, role="server", stack="tabbyapi", name=f"rigctl-{dep.name}",
-        argv=["python", posixpath.join(INSTALL_DIR, "main.py"), "--config", config_path] + list(dep.extra_args),
+        argv=["python3", posixpath.join(INSTALL_DIR, "main.py"), "--config", config_path] + list(dep.extra_args),
         env=gpu_env(placed), files={config_path: render_config(ctx, dep, fit, port)},
         port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
         gpus=[pg.gpu.id for pg in placed], gpu_indices=[pg.gpu_index for pg in placed],

@@ -137,3 +137,61 @@ def lab_rig_env(lab, llamacpp_bin) -> str:
         LAB_MODEL.parent.mkdir(parents=True, exist_ok=True)
         write_tiny_gguf(LAB_MODEL)
     return os.environ["RIGCTL_LAB_API_KEY"]
+
+
+# ---------------------------------------------------------------- docker lab
+# A second lab, beside `lab`, whose hosts run Docker with compose v2 (lab.sh up N --docker).
+# Its own net and dir, so both can be up in one session. RIGCTL_LAB_REUSE=1 reuses it too.
+DOCKER_LAB_NET = os.environ.get("RIGCTL_DOCKER_LAB_NET", "10.215.0")
+DOCKER_LAB_DIR = os.environ.get("RIGCTL_DOCKER_LAB_DIR", "/tmp/rigctl-lab-docker")
+
+
+@pytest.fixture(scope="session")
+def docker_lab():
+    from provisioner import lab as labmod
+
+    ok, why = labmod.can_run_lab()
+    if not ok:
+        pytest.skip(f"lab unavailable: {why}")
+    reuse = os.environ.get("RIGCTL_LAB_REUSE") == "1"
+    with labmod.using(DOCKER_LAB_NET, DOCKER_LAB_DIR):
+        st = labmod.status()
+        if not (reuse and st["up"] and st["docker"] and len(st["hosts"]) >= N_HOSTS):
+            reuse = False
+            try:
+                labmod.down()
+                st = labmod.up(N_HOSTS, docker=True)
+            except labmod.LabError as exc:
+                if getattr(exc, "returncode", None) == 3:
+                    pytest.skip(str(exc))
+                pytest.fail(f"docker lab did not come up: {exc}", pytrace=False)
+    hosts = [f"h{i}" for i in range(1, N_HOSTS + 1)]
+    try:
+        yield {
+            "net": DOCKER_LAB_NET,
+            "lab_dir": st["lab_dir"],
+            "ssh_config": st["ssh_config"],
+            "key": str(Path(st["lab_dir"]) / "id_ed25519"),
+            "hosts": hosts,
+            "addresses": {h: st["hosts"][h]["address"] for h in hosts},
+        }
+    finally:
+        if not reuse:
+            with labmod.using(DOCKER_LAB_NET, DOCKER_LAB_DIR):
+                labmod.down()
+
+
+@pytest.fixture(scope="session")
+def docker_lab_shell(docker_lab) -> LabShell:
+    return LabShell(docker_lab["ssh_config"])
+
+
+@pytest.fixture(scope="session")
+def lab_image(llamacpp_bin) -> Path:
+    """`docker save` archive of the lab's llama.cpp CPU image (built once, no registry)."""
+    from provisioner.lab.image import LabImageError, ensure_lab_image
+
+    try:
+        return ensure_lab_image()
+    except LabImageError as exc:
+        pytest.skip(f"cannot build the lab image here: {exc}")
