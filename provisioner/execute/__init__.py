@@ -24,6 +24,7 @@ from ..diagnostics import (
     EXIT_OK,
     EXIT_USAGE,
     Diagnostic,
+    Severity,
 )
 from .events import HostFailure, HostProgress, Progress, Update
 from .lock import Locked, RigLock
@@ -84,6 +85,14 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
     if prep.plan is None:
         return ApplyResult("invalid", EXIT_FINDINGS, f"not applying {spec}: the spec has {len(prep.errors)} error(s)",
                            diagnostics=prep.check.diagnostics)
+    from ..images import export_images, preflight
+
+    spec_dir = Path(spec).resolve().parent
+    image_diags = [prep.check.load.locate(d) for d in preflight(prep.plan, prep.ctx.rig, spec_dir)]
+    if any(d.severity is Severity.error for d in image_diags):
+        # an offline rig with an image nobody can ship: stop before touching any host
+        return ApplyResult("invalid", EXIT_FINDINGS, f"not applying {spec}: container images are missing",
+                           diagnostics=image_diags)
     rig = prep.ctx.rig.name
     if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
         nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
@@ -97,6 +106,8 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
         with RigLock(base / f"apply-{rig}.lock"):
             if not yes and not (confirm and confirm(prep)):
                 return ApplyResult("aborted", EXIT_USAGE, "not applied (not confirmed)")
+            if not check:
+                export_images(prep.plan, prep.ctx.rig, spec_dir)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
             run_dir = base / "runs" / stamp
             project = run_dir / "project"

@@ -158,14 +158,14 @@ def test_containers_apply_serve_and_converge(rig, docker_lab, tmp_path):
     assert completion(rig)["usage"]["completion_tokens"] == 8
 
 
-@pytest.mark.xfail(reason="rigctl apply does not call provisioner.images.preflight yet", strict=False)
 def test_apply_with_a_missing_offline_image_fails_before_any_host(tmp_path):
     spec = tmp_path / "rig.yaml"
     spec.write_text(SPEC.read_text().replace("rigctl/llama.cpp-cpu:0.3.36-lab", "rigctl/not-built:1")
                     .replace("/var/tmp/rigctl-lab-cache/images", str(tmp_path / "images")))
     inv = tmp_path / "inv"
-    inv.mkdir()  # TEST-NET addresses: a run that got as far as the hosts would fail with exit 5
-    (inv / "hosts.yml").write_text("all:\n  hosts:\n    h1: {ansible_host: 192.0.2.11}\n    h2: {ansible_host: 192.0.2.12}\n")
+    inv.mkdir()  # closed local ports: a run that got as far as the hosts would fail with exit 5
+    (inv / "hosts.yml").write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1, ansible_port: 9}\n"
+                                   "    h2: {ansible_host: 127.0.0.1, ansible_port: 9}\n")
     r = rigctl("apply", str(spec), "-i", str(inv), "--yes", timeout=120)
     assert r.returncode == 1, r.output[-3000:]
     assert "rigctl/not-built:1" in r.output and "image-offline[missing]" in r.output
