@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 date -u; python3 --version; nvidia-smi -L
 if python3 -m venv --system-site-packages /tmp/rigctl-av 2>/dev/null; then
   /tmp/rigctl-av/bin/pip install -q --no-index --find-links bench/_gpu_wheels ansible-core || exit 1
+  /tmp/rigctl-av/bin/python -c "import pynvml" 2>/dev/null || /tmp/rigctl-av/bin/pip install -q --no-index --find-links bench/_gpu_wheels nvidia-ml-py
   export PATH=/tmp/rigctl-av/bin:$PATH
 else
   python3 -m pip install -q --no-index --find-links bench/_gpu_wheels --target /tmp/rigctl-ap ansible-core || exit 1
