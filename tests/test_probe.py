@@ -383,3 +383,21 @@ def test_ansible_role_skips_when_no_gpu_is_expected(tmp_path):
     proc = _play(tmp_path, {"rigctl_gpu_required": "false"})
     assert proc.returncode == 0, proc.stdout
     assert "no GPU expected on this host (lab profile)" in proc.stdout
+
+
+def test_spec_fragment_from_real_facts_pastes_into_a_valid_spec(tmp_path):
+    """The fragment `rigctl probe --format yaml-fragment` prints for the recorded H200
+    names the catalog model and, pasted under a node, validates."""
+    import textwrap
+
+    from provisioner.check import check_file
+    from provisioner.commands.probe import catalog_lookup
+
+    facts = json.loads(sorted(FIXTURES.glob("*-2026-11-28.json"))[0].read_text())
+    fragment = spec_fragment(facts, catalog_lookup)
+    assert "model: h200-sxm" in fragment
+    spec = tmp_path / "rig.yaml"
+    spec.write_text("version: 1\nname: probed\nnodes:\n  - name: box\n" + textwrap.indent(fragment, "    "))
+    res = check_file(str(spec))
+    assert res.load.rig is not None and res.load.rig.nodes[0].gpus[0].model == "h200-sxm"
+    assert not [d for d in res.diagnostics if d.severity.value == "error"], [d.message for d in res.diagnostics]

@@ -136,7 +136,20 @@ def run_inventory(args, fmt):
     return 0 if any("facts" in o for o in outcomes.values()) else EXIT_NO_GPU
 
 
+def catalog_lookup(nvml_name):
+    """NVML name -> GPU catalog id (the entry whose nvml_names list it; e.g. H200 SXM and NVL
+    share "NVIDIA H200", so the memory-based SXM entry, listed first, wins)."""
+    from provisioner.spec.catalog import builtin
+
+    for entry in builtin().gpus:
+        if nvml_name in entry.nvml_names:
+            return entry.id
+    hit = builtin().gpus.get(nvml_name)
+    return hit.id if hit is not None else None
+
+
 def run(args):
+    args.catalog_lookup = catalog_lookup
     fmt = getattr(args, "format", "text") or "text"
     if getattr(args, "inventory", None):
         return run_inventory(args, fmt)
