@@ -126,6 +126,28 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
     return result
 
 
+# environment variables whose values may stay in the kept artifacts; every other value
+# (secret references resolve through the environment: auth: {env: NAME}) is redacted
+_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "PWD", "SHELL", "USER", "LAB_DIR", "LAB_CACHE", "RIGCTL_ARTIFACTS_DIR")
+_ENV_KEEP_PREFIXES = ("ANSIBLE_", "LC_", "PYTHON")
+
+
+def scrub_command_artifact(path: Path) -> None:
+    """ansible-runner writes the whole process environment into artifacts/<ident>/command;
+    keep the names, drop the values that are not known to be harmless."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    env = doc.get("env") or {}
+    doc["env"] = {k: (v if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES) and "PASS" not in k else "<redacted>")
+                  for k, v in env.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def _prune_runs(runs: Path, keep: int) -> None:
     """Keep the newest `keep` run directories (names sort by time)."""
     import shutil
@@ -145,7 +167,14 @@ def _run(opts: RunnerOptions, on_update) -> ApplyResult:
             on_update(upd)
         return True  # keep the event in artifacts/
 
-    runner = ansible_runner.run(event_handler=handler, **opts.to_kwargs())
+    def status(data: dict, runner_config=None) -> None:
+        if data.get("status") == "running":  # the command artifact exists from here on
+            scrub_command_artifact(opts.private_data_dir / "artifacts" / opts.ident / "command")
+
+    try:
+        runner = ansible_runner.run(event_handler=handler, status_handler=status, **opts.to_kwargs())
+    finally:
+        scrub_command_artifact(opts.private_data_dir / "artifacts" / opts.ident / "command")
     stats = runner.stats or progress.stats or {}
     res = ApplyResult("ok", EXIT_OK, hosts=progress.hosts, failures=progress.failures, stats=stats)
     if not stats.get("processed"):

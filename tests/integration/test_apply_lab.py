@@ -125,6 +125,11 @@ def test_rpc_port_only_from_the_rig_subnet(key, lab_shell):
 def test_second_apply_and_check_change_nothing(key):
     r = apply()
     assert r.returncode == 0, r.output[-4000:]
+    # the API key reached the host, but no kept artifact or output holds it
+    assert key not in r.output
+    runs = ROOT / "examples" / ".rigctl" / "runs"
+    leaked = [p for p in runs.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert not leaked, leaked
     for host in ("h1", "h2"):
         line = host_line(r.output, host)
         assert "changed=0" in line and "no changes: all" in line, r.output[-3000:]
