@@ -61,7 +61,7 @@ def rule(id: str, severity: Severity | str, summary: str, tags: tuple[str, ...] 
     return wrap
 
 
-_FAMILIES = ("reference", "memory", "power", "pcie", "nvlink", "stack", "network", "security", "storage")
+_FAMILIES = ("reference", "placement", "memory", "power", "pcie", "nvlink", "stack", "drivers", "network", "security", "storage")
 
 
 def load_rules() -> dict[str, Rule]:

@@ -6,8 +6,6 @@ of TabbyAPI/exo/Petals) and rules.md §4 (vLLM tensor parallel), §5, §10, §11
 
 from __future__ import annotations
 
-import difflib
-
 from .. import sizing
 from ..diagnostics import Severity
 from ..spec.models import Deployment, Stack
@@ -15,11 +13,7 @@ from .context import Context, PlacedGpu
 from .engine import rule
 
 RDMA_FABRICS = ("infiniband", "roce")
-CUDA_ONLY_STACKS = (Stack.vllm, Stack.tabbyapi, Stack.petals)
 PETALS_ARCHITECTURES = ("llama", "bloom", "falcon", "mixtral")  # petals src/petals/models/__init__.py
-PROPRIETARY_ONLY_ARCHS = ("maxwell", "pascal", "volta")  # NVIDIA open-module transition blog (stacks.md §8.1)
-VLLM_MIN_CC = 7.5  # vLLM GPU install docs (stacks.md §4)
-OLLAMA_MIN_CC = 5.0  # ollama docs/gpu.mdx (stacks.md §3)
 FP8_MIN_CC = 8.9  # FP8 W8A8 on Ada/Hopper+ (stacks.md §4)
 
 STACK_NAMES = {
@@ -351,151 +345,3 @@ def petals_swarm(ctx: Context):
             "0.41.1 pinned and a CUDA 11.0 image — fine for a private experiment; for production use vllm "
             "(pipeline_parallel across nodes) or llamacpp-rpc",
             base + ("stack",), tag="unmaintained", severity=Severity.warning)
-
-
-# ---------------------------------------------------------------- driver-architecture
-
-
-@rule("driver-architecture", "error",
-      "each GPU's architecture has a driver, OS and stack that can run it", tags=("stack", "driver"))
-def driver_architecture(ctx: Context):
-    for ni, node in enumerate(ctx.rig.nodes):
-        gpus = [pg for pg in ctx.gpus(ni) if pg.entry is not None]
-        nvidia = [pg for pg in gpus if pg.entry.vendor == "nvidia"]
-        apple = [pg for pg in gpus if pg.entry.vendor == "apple"]
-        if node.os == "macos" and nvidia:
-            yield driver_architecture.finding(
-                f"node {node.name} runs macOS but holds {len(nvidia)}× {short_name(nvidia[0])}: NVIDIA ships no "
-                "driver or CUDA for current macOS — install debian-12 or ubuntu-24.04 on this node",
-                ("nodes", ni, "os"), tag="macos-nvidia")
-        if node.os != "macos" and apple:
-            yield driver_architecture.finding(
-                f"{apple[0].label} is an {short_name(apple[0])}, which only runs macOS (Metal), but node {node.name} "
-                f"has os {node.os} — set os: macos",
-                ("nodes", ni, "os"), tag="apple-os")
-
-        blackwell = [pg for pg in nvidia if pg.entry.open_kernel_modules_required]
-        proprietary = [pg for pg in nvidia if pg.entry.architecture in PROPRIETARY_ONLY_ARCHS]
-        if blackwell and proprietary:
-            yield driver_architecture.finding(
-                f"node {node.name} mixes {short_name(blackwell[0])} ({blackwell[0].entry.architecture}, open kernel "
-                f"modules only) with {short_name(proprietary[0])} ({proprietary[0].entry.architecture}, proprietary "
-                "modules only): one driver cannot run both — move one of them to another node",
-                proprietary[0].path + ("model",), tag="kernel-modules")
-        elif blackwell and node.os != "macos":
-            e = blackwell[0].entry
-            sm = f", sm_{e.compute_capability.replace('.', '')}" if e.compute_capability else ""
-            distro = (" (Debian 12's own nvidia-driver is the 535 series and cannot drive it; rigctl uses NVIDIA's "
-                      "CUDA repository)") if node.os == "debian-12" else ""
-            yield driver_architecture.finding(
-                f"{blackwell[0].label} ({short_name(blackwell[0])}, {e.architecture}{sm}): node {node.name} needs driver R{e.min_driver_branch}+ with the open kernel modules and CUDA "
-                f"≥ {e.min_cuda or '12.8'}{distro}",
-                blackwell[0].path + ("model",), tag="blackwell", severity=Severity.info)
-
-    for i, dep in enumerate(ctx.rig.serve):
-        yield from _stack_architecture(ctx, i, dep)
-
-
-def _stack_architecture(ctx: Context, i: int, dep: Deployment):
-    base = ("serve", i)
-    placed = [pg for pg in ctx.placed_gpus(dep) if pg.entry is not None]
-    name = stack_name(dep.stack)
-    apple = [pg for pg in placed if pg.entry.vendor == "apple"]
-    if apple and dep.stack in CUDA_ONLY_STACKS:
-        yield driver_architecture.finding(
-            f"{name} needs CUDA, but {apple[0].label} is an {short_name(apple[0])} — on Apple Silicon use stack "
-            "llamacpp, ollama or exo",
-            base + ("stack",), tag="cuda-only")
-
-    sm120 = [pg for pg in placed if (cc := compute_capability(pg)) is not None and cc >= 12.0]
-    if sm120 and dep.stack == Stack.petals:
-        yield driver_architecture.finding(
-            f"{sm120[0].label} ({short_name(sm120[0])}) is sm_120 and needs CUDA ≥ 12.8; Petals' image is built on "
-            "CUDA 11.0.3 with bitsandbytes 0.41.1, which carry no sm_120 code ('no kernel image is available') — "
-            "use vllm or llamacpp-rpc on Blackwell GPUs",
-            base + ("stack",), tag="sm120")
-    elif sm120 and dep.stack in (Stack.vllm, Stack.tabbyapi):
-        yield driver_architecture.finding(
-            f"{sm120[0].label} ({short_name(sm120[0])}) is sm_120: {name} needs PyTorch ≥ 2.7 cu128 builds — "
-            "images built with CUDA 12.4 carry no sm_120 code and fail with 'no kernel image is available'; pin a "
-            "release built with CUDA ≥ 12.8",
-            base + ("stack",), tag="sm120", severity=Severity.info)
-
-    minimum = {Stack.vllm: VLLM_MIN_CC, Stack.ollama: OLLAMA_MIN_CC}.get(dep.stack)
-    if minimum is not None:
-        old = [pg for pg in placed if (cc := compute_capability(pg)) is not None and cc < minimum]
-        if old:
-            yield driver_architecture.finding(
-                f"{name} needs compute capability ≥ {minimum:g}; {old[0].label} ({short_name(old[0])}) has "
-                f"{old[0].entry.compute_capability} — use llamacpp on this GPU, or a newer GPU",
-                base + ("stack",), tag="compute-capability")
-
-
-# ---------------------------------------------------------------- placement-reference
-
-
-def _did_you_mean(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    return f" — did you mean '{close[0]}'?" if close else ""
-
-
-@rule("placement-reference", "error", "placements name existing nodes and GPUs, and GPUs are not shared unnoticed",
-      tags=("stack",))
-def placement_reference(ctx: Context):
-    users: dict[tuple[int, str], list[tuple[int, Deployment, tuple]]] = {}
-    node_names = [n.name for n in ctx.rig.nodes]
-    for i, dep in enumerate(ctx.rig.serve):
-        seen_nodes: set[str] = set()
-        for j, p in enumerate(dep.placement):
-            ppath = ("serve", i, "placement", j)
-            ni = ctx.node_index(p.node)
-            if ni is None:
-                yield placement_reference.finding(
-                    f"deployment {dep.name} is placed on node '{p.node}', which is not in nodes "
-                    f"({', '.join(node_names)}){_did_you_mean(p.node, node_names)}",
-                    ppath + ("node",), tag="node")
-                continue
-            if p.node in seen_nodes:
-                yield placement_reference.finding(
-                    f"node {p.node} appears twice in the placement of {dep.name} — list each node once with all "
-                    "its GPUs", ppath + ("node",), tag="duplicate")
-                continue
-            seen_nodes.add(p.node)
-            node = ctx.rig.nodes[ni]
-            ids = [g.id for g in node.gpus]
-            chosen = ids if p.gpus is None else p.gpus
-            for k, gid in enumerate(chosen):
-                gpath = ppath + (("gpus", k) if p.gpus is not None else ("node",))
-                if gid not in ids:
-                    have = ", ".join(ids) if ids else "no GPUs"
-                    yield placement_reference.finding(
-                        f"GPU '{gid}' is not on node {node.name} (it has {have}){_did_you_mean(gid, ids)}",
-                        gpath, tag="gpu")
-                    continue
-                if p.gpus is not None and p.gpus.index(gid) != k:
-                    yield placement_reference.finding(
-                        f"GPU {gid} is listed twice in the placement of {dep.name} on {node.name}",
-                        gpath, tag="duplicate")
-                    continue
-                users.setdefault((ni, gid), []).append((i, dep, gpath))
-
-    for (ni, gid), deps in users.items():
-        if len(deps) < 2:
-            continue
-        label = f"{ctx.rig.nodes[ni].name}/{gid}"
-        vllm_share = sum(d.gpu_memory_utilization for _, d, _ in deps if d.stack == Stack.vllm)
-        others = any(d.stack != Stack.vllm for _, d, _ in deps)
-        limit = 0.85 if others else 0.95  # leave the others (or the CUDA contexts) room
-        names = ", ".join(d.name for _, d, _ in deps)
-        i, dep, gpath = deps[-1]
-        if vllm_share > limit:
-            yield placement_reference.finding(
-                f"{label} is shared by {names}; vLLM claims gpu_memory_utilization × total memory "
-                f"({vllm_share:g} of it here) without subtracting other processes, so the next one to start runs "
-                f"out of memory — give each deployment its own GPUs, or lower gpu_memory_utilization so the vLLM "
-                f"shares add up to at most {limit:g}", gpath, tag="shared")
-        else:
-            yield placement_reference.finding(
-                f"{label} is shared by {names}: their memory adds up on one GPU, but the memory rules check each "
-                "deployment alone — make sure both fit together, or give each its own GPUs",
-                gpath, tag="shared", severity=Severity.warning)
