@@ -345,3 +345,21 @@ def petals_swarm(ctx: Context):
             "0.41.1 pinned and a CUDA 11.0 image — fine for a private experiment; for production use vllm "
             "(pipeline_parallel across nodes) or llamacpp-rpc",
             base + ("stack",), tag="unmaintained", severity=Severity.warning)
+
+
+# ---------------------------------------------------------------- rpc-image
+
+
+@rule("rpc-image", "error", "llama.cpp RPC in containers uses an image built with RPC support", tags=("stack", "container"))
+def rpc_image(ctx: Context):
+    if ctx.rig.deploy_mode != "container":
+        return  # native units use the llama.cpp build rigctl installs (GGML_RPC=ON)
+    for i, dep in enumerate(ctx.rig.serve):
+        if dep.stack == Stack.llamacpp_rpc and not dep.image:
+            yield rpc_image.finding(
+                f"deployment {dep.name} runs llama.cpp RPC in containers with the official llama.cpp image, "
+                "which is built without GGML_RPC: it has no rpc-server and llama-server has no --rpc "
+                "(stacks.md §1, .devops/cuda.Dockerfile)",
+                ("serve", i, "stack"),
+                hint="set image: to one you build with -DGGML_RPC=ON (the same build on every node), "
+                     "or drop deploy_mode: container to run the native build rigctl installs")
