@@ -32,7 +32,11 @@ def compose_binary() -> Path | None:
 
 def in_containers(spec: Path, tmp_path: Path) -> Path:
     out = tmp_path / spec.name
-    out.write_text(spec.read_text().replace("\nversion: 1\n", "\nversion: 1\ndeploy_mode: container\n", 1))
+    text = spec.read_text().replace("\nversion: 1\n", "\nversion: 1\ndeploy_mode: container\n", 1)
+    # official llama.cpp images lack RPC (rule rpc-image): RPC rigs name an RPC-enabled build
+    text = re.sub(r"^(\s+)stack: llamacpp-rpc\n", r"\1stack: llamacpp-rpc\n\1image: registry.example/llama.cpp:rpc-b11206\n",
+                  text, flags=re.M)
+    out.write_text(text)
     return out
 
 
