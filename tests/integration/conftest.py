@@ -10,6 +10,7 @@ leave it up afterwards (faster edit-test loops).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -33,26 +34,41 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.lab)
 
 
-@pytest.fixture(scope="session")
-def lab():
+@contextlib.contextmanager
+def _lab_session(docker: bool = False, which=contextlib.nullcontext):
+    """Bring a lab up for the session (or reuse one with RIGCTL_LAB_REUSE=1) and take it
+    down afterwards; yields lab.sh's status. Skips where the machine cannot run a lab.
+    ``which()`` selects the lab (LAB_NET/LAB_DIR) only around up and down, so the tests
+    in between keep the default lab's environment."""
     from provisioner import lab as labmod
 
     ok, why = labmod.can_run_lab()
     if not ok:
         pytest.skip(f"lab unavailable: {why}")
     reuse = os.environ.get("RIGCTL_LAB_REUSE") == "1"
-    st = labmod.status()
-    if not (reuse and st["up"] and len(st["hosts"]) >= N_HOSTS):
-        reuse = False
-        try:
-            labmod.down()
-            st = labmod.up(N_HOSTS)
-        except labmod.LabError as exc:
-            if getattr(exc, "returncode", None) == 3:  # lab.sh: machine cannot run it
-                pytest.skip(str(exc))
-            pytest.fail(f"lab did not come up: {exc}", pytrace=False)
-    hosts = [f"h{i}" for i in range(1, N_HOSTS + 1)]
+    with which():
+        st = labmod.status()
+        if not (reuse and st["up"] and (st.get("docker") or not docker) and len(st["hosts"]) >= N_HOSTS):
+            reuse = False
+            try:
+                labmod.down()
+                st = labmod.up(N_HOSTS, docker=docker)
+            except labmod.LabError as exc:
+                if getattr(exc, "returncode", None) == 3:  # lab.sh: machine cannot run it
+                    pytest.skip(str(exc))
+                pytest.fail(f"{'docker ' if docker else ''}lab did not come up: {exc}", pytrace=False)
     try:
+        yield st
+    finally:
+        if not reuse:
+            with which():
+                labmod.down()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    hosts = [f"h{i}" for i in range(1, N_HOSTS + 1)]
+    with _lab_session() as st:
         yield {
             "inventory": st["inventory"],
             "ssh_config": st["ssh_config"],
@@ -61,9 +77,6 @@ def lab():
             "lab_dir": st["lab_dir"],
             "proxy": st["proxy"],
         }
-    finally:
-        if not reuse:
-            labmod.down()
 
 
 @pytest.fixture(scope="session")
@@ -150,23 +163,8 @@ DOCKER_LAB_DIR = os.environ.get("RIGCTL_DOCKER_LAB_DIR", "/tmp/rigctl-lab-docker
 def docker_lab():
     from provisioner import lab as labmod
 
-    ok, why = labmod.can_run_lab()
-    if not ok:
-        pytest.skip(f"lab unavailable: {why}")
-    reuse = os.environ.get("RIGCTL_LAB_REUSE") == "1"
-    with labmod.using(DOCKER_LAB_NET, DOCKER_LAB_DIR):
-        st = labmod.status()
-        if not (reuse and st["up"] and st["docker"] and len(st["hosts"]) >= N_HOSTS):
-            reuse = False
-            try:
-                labmod.down()
-                st = labmod.up(N_HOSTS, docker=True)
-            except labmod.LabError as exc:
-                if getattr(exc, "returncode", None) == 3:
-                    pytest.skip(str(exc))
-                pytest.fail(f"docker lab did not come up: {exc}", pytrace=False)
     hosts = [f"h{i}" for i in range(1, N_HOSTS + 1)]
-    try:
+    with _lab_session(docker=True, which=lambda: labmod.using(DOCKER_LAB_NET, DOCKER_LAB_DIR)) as st:
         yield {
             "net": DOCKER_LAB_NET,
             "lab_dir": st["lab_dir"],
@@ -175,10 +173,6 @@ def docker_lab():
             "hosts": hosts,
             "addresses": {h: st["hosts"][h]["address"] for h in hosts},
         }
-    finally:
-        if not reuse:
-            with labmod.using(DOCKER_LAB_NET, DOCKER_LAB_DIR):
-                labmod.down()
 
 
 @pytest.fixture(scope="session")
