@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -115,11 +116,16 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
             opts = RunnerOptions(private_data_dir=run_dir, project_dir=project,
                                  inventory=project / "inventory" / "hosts.yml", limit=limit, check=check,
                                  diff=diff, envvars=dict(envvars or {}))
-            result = _run(opts, on_update)
+            # old runs go while Ansible works (file removal, off the critical path)
+            pruner = threading.Thread(target=_prune_runs, args=(base / "runs", KEEP_RUNS), daemon=True)
+            pruner.start()
+            try:
+                result = _run(opts, on_update)
+            finally:
+                pruner.join()
             result.run_dir, result.check = run_dir, check
             if result.status == "ok" and not check and not limit:  # a --limit run applied part of the plan
                 result.state_file = _write_state(spec, prep.plan, rig, prep.model_facts)
-            _prune_runs(base / "runs", keep=KEEP_RUNS)
     except Locked as exc:
         return ApplyResult("locked", EXIT_LOCKED, str(exc))
     result.elapsed_s = time.monotonic() - t0
@@ -149,7 +155,7 @@ def scrub_command_artifact(path: Path) -> None:
 
 
 def _prune_runs(runs: Path, keep: int) -> None:
-    """Keep the newest `keep` run directories (names sort by time)."""
+    """Keep the newest `keep` run directories (names sort by time; the current run is one)."""
     import shutil
 
     for old in sorted(p for p in runs.iterdir() if p.is_dir())[:-keep]:

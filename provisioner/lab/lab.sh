@@ -321,6 +321,7 @@ write_inventory() {
     echo "ansible_user=root"
     echo "ansible_ssh_private_key_file=$KEY"
     echo "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'"
+    echo "ansible_host_key_checking=false"
     echo "ansible_python_interpreter=/usr/bin/python3"
   } > "$LAB_DIR/inventory.ini.tmp"
   mv "$LAB_DIR/inventory.ini.tmp" "$LAB_DIR/inventory.ini"

@@ -11,8 +11,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 
-import yaml
-
+from ..yamlio import safe_load
 from .model import Service
 
 NATIVE_STACKS = frozenset({"llamacpp", "llamacpp-rpc"})
@@ -22,7 +21,7 @@ NATIVE_STACKS = frozenset({"llamacpp", "llamacpp-rpc"})
 def catalog() -> dict:
     """stack -> {image, bin_dir?, health, interval_s, start_period_s, volumes}."""
     text = (resources.files("provisioner.plan") / "data" / "images.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return safe_load(text)
 
 
 def with_registry(image: str, registry: str | None) -> str:

@@ -34,44 +34,43 @@ class ModelFileError(Exception):
 
 def read_gguf(path: str | Path) -> dict:
     """Architecture numbers and exact tensor bytes from a GGUF file (all shards of a split file)."""
-    from gguf import GGUFReader
+    from .ggufheader import GGUFError, read_header
 
     path = Path(path)
     shards = _gguf_shards(path)
-    try:
-        reader = GGUFReader(str(shards[0]))
-    except Exception as exc:  # noqa: BLE001 - gguf raises ValueError/struct errors on bad files
-        raise ModelFileError(f"{path}: not a readable GGUF file ({exc})") from None
-    fields = reader.fields
-    arch = _field_value(fields.get("general.architecture")) or "llama"
+    weights = params = 0
+    head = None
+    for shard in shards:
+        try:
+            h = read_header(shard)
+        except GGUFError as exc:
+            raise ModelFileError(f"{shard}: not a readable GGUF file ({exc})") from None
+        weights += sum(h.tensor_bytes())
+        params += sum(t.n_elements for t in h.tensors)
+        head = head or h
+    fields = head.fields
+    arch = fields.get("general.architecture") or "llama"
 
     def key(k):
-        return _field_value(fields.get(f"{arch}.{k}"))
+        return fields.get(f"{arch}.{k}")
 
-    weights = sum(int(t.n_bytes) for t in reader.tensors)
-    params = sum(int(t.n_elements) for t in reader.tensors)
-    for extra in shards[1:]:
-        r = GGUFReader(str(extra))
-        weights += sum(int(t.n_bytes) for t in r.tensors)
-        params += sum(int(t.n_elements) for t in r.tensors)
     heads = key("attention.head_count")
     embed = key("embedding_length")
-    tokens = fields.get("tokenizer.ggml.tokens")  # count the array; decoding 128k strings is slow
     facts = {
         "format": "gguf",
         "path": str(path),
         "architecture": arch,
-        "name": _field_value(fields.get("general.name")),
+        "name": fields.get("general.name"),
         "block_count": key("block_count"),
         "context_length": key("context_length"),
         "embedding_length": embed,
         "head_count": heads,
         "head_count_kv": key("attention.head_count_kv") or heads,
         "head_dim": key("attention.key_length") or (embed // heads if embed and heads else None),
-        "vocab_size": key("vocab_size") or (len(tokens.data) if tokens is not None else None),
+        "vocab_size": key("vocab_size") or head.array_lengths.get("tokenizer.ggml.tokens"),
         "expert_count": key("expert_count"),
         "expert_used_count": key("expert_used_count"),
-        "file_type": _field_value(fields.get("general.file_type")),
+        "file_type": fields.get("general.file_type"),
         "weights_bytes": weights,
         "params": params,
         "file_bytes": sum(p.stat().st_size for p in shards),
@@ -79,6 +78,9 @@ def read_gguf(path: str | Path) -> dict:
     }
     if isinstance(facts["head_count_kv"], list):  # per-layer lists in some architectures
         facts["head_count_kv"] = max(facts["head_count_kv"])
+    if isinstance(heads, list):
+        facts["head_count"] = max(heads)
+        facts["head_dim"] = key("attention.key_length") or (embed // max(heads) if embed and max(heads) else None)
     return facts
 
 
@@ -92,15 +94,6 @@ def _gguf_shards(path: Path) -> list[Path]:
     if missing:
         raise ModelFileError(f"{path}: split GGUF is missing {', '.join(missing)}")
     return shards
-
-
-def _field_value(field):
-    if field is None:
-        return None
-    try:
-        return field.contents()
-    except Exception:  # noqa: BLE001 - unusual field layouts: skip the value, keep going
-        return None
 
 
 # ------------------------------------------------------------------ safetensors

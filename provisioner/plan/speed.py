@@ -21,17 +21,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import yaml
-
 from ..sizing import GIB, Device, Fit, kv_bytes_per_token_layer
 from ..spec.models import Deployment, Stack
+from ..yamlio import safe_load
 from .model import Speed
 
 
 @lru_cache(maxsize=1)
 def constants() -> dict:
     text = (resources.files("provisioner.plan") / "data" / "compute.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return safe_load(text)
 
 
 @dataclass

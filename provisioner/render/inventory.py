@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ..yamlio import safe_load
+
 
 class InventoryError(Exception):
     """A user error in an inventory override file (message is one line)."""
@@ -37,7 +39,7 @@ def load_overrides(path: str | Path | None) -> InventoryOverrides:
     if not p.is_file():
         raise InventoryError(f"{p}: no such inventory file (expected inventories/<env>/hosts.yml)")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise InventoryError(f"{p}: not valid YAML: {exc}".splitlines()[0]) from None
     top = data.get("all", data) if isinstance(data, dict) else None

@@ -34,7 +34,8 @@ def prepare(spec: str, inventory: str | None = None) -> Prepared:
     from . import plan_addresses
 
     res = check_file(spec)
-    facts = usable_facts(spec_model_facts(res.context, spec)) if res.context is not None else {}
+    facts = usable_facts(spec_model_facts(res.context, spec, cache=_applied_facts(spec, res.context))
+                         ) if res.context is not None else {}
     if facts:  # judge memory on the real file sizes, as `rigctl plan` does
         res = check_file(spec, model_files=facts)
     overrides = load_overrides(inventory)
@@ -43,3 +44,15 @@ def prepare(spec: str, inventory: str | None = None) -> Prepared:
         return out
     out.plan = build_plan(res.context, plan_addresses(res.context, overrides))
     return out
+
+
+def _applied_facts(spec: str, ctx) -> dict | None:
+    """Model-file facts of the last apply (reused where path, size and mtime still match,
+    as `rigctl plan` does); None when there is no usable state."""
+    from ..plan.state import StateError, default_render_dir, load_state, state_path
+
+    try:
+        old = load_state(state_path(default_render_dir(spec, ctx.rig.name)))
+    except StateError:
+        return None  # apply rewrites it; reading the files again is the safe answer
+    return (old or {}).get("model_files")

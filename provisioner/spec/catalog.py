@@ -17,10 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-try:
-    _SafeLoader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _SafeLoader = yaml.SafeLoader
+from ..yamlio import SafeLoader as _SafeLoader
 
 
 class Entry(BaseModel):

@@ -69,3 +69,14 @@ def test_progress_names_host_task_and_reason():
                                   "ssh: connect to host 10.213.0.12 port 22: Connection timed out")
     assert p.failures[1].reason == "One or more items failed — boom"
     assert reason({}) == "no message (see the run's artifacts)"
+
+
+def test_prune_keeps_the_newest_runs(tmp_path):
+    from provisioner.execute import _prune_runs
+
+    stamps = [f"20261128T0700{i:02d}.000000Z" for i in range(6)]
+    for s in reversed(stamps):  # creation order must not matter, names do
+        (tmp_path / s / "project").mkdir(parents=True)
+        (tmp_path / s / "project" / "site.yml").write_text("---\n")
+    _prune_runs(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == stamps[-2:]

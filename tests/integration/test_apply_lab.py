@@ -133,6 +133,10 @@ def test_second_apply_and_check_change_nothing(key):
     for host in ("h1", "h2"):
         line = host_line(r.output, host)
         assert "changed=0" in line and "no changes: all" in line, r.output[-3000:]
+    # the run went through Mitogen (the rigctl_linear strategy says when it falls back)
+    newest = max((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)
+    stdout = (newest / "artifacts" / "apply" / "stdout").read_text(encoding="utf-8", errors="replace")
+    assert "PLAY RECAP" in stdout and "Mitogen for Ansible not used" not in stdout, stdout[-2000:]
     c = apply("--check")
     assert c.returncode == 0, c.output[-4000:]
     for host in ("h1", "h2"):
