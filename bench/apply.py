@@ -44,7 +44,7 @@ def timed(cmd: list[str], env: dict, cwd: Path | None = None) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--spec", default=str(ROOT / "examples/lab-cpu-rpc.yaml"))
     ap.add_argument("--inventory", default=str(ROOT / "inventories/lab"))
     args = ap.parse_args()
