@@ -154,6 +154,22 @@ def scrub_command_artifact(path: Path) -> None:
     os.replace(tmp, path)
 
 
+# events kept as artifacts/<ident>/job_events/*.json: what changed, failed or warned, and the
+# totals. ok/skipped results and task starts of a no-op run are most of the events and say
+# nothing the stdout artifact (kept whole) does not; writing each costs the runner a JSON
+# file while Ansible runs.
+_KEEP_EVENTS = frozenset({"playbook_on_start", "playbook_on_stats", "runner_on_failed", "runner_on_unreachable",
+                          "runner_item_on_failed", "runner_on_async_failed", "warning", "deprecated", "error"})
+
+
+def _worth_keeping(event: dict) -> bool:
+    kind = event.get("event", "")
+    if kind in _KEEP_EVENTS:
+        return True
+    res = (event.get("event_data") or {}).get("res") or {}
+    return kind in ("runner_on_ok", "runner_item_on_ok") and bool(res.get("changed"))
+
+
 def _prune_runs(runs: Path, keep: int) -> None:
     """Keep the newest `keep` run directories (names sort by time; the current run is one)."""
     import shutil
@@ -171,7 +187,7 @@ def _run(opts: RunnerOptions, on_update) -> ApplyResult:
         upd = progress.handle(event)
         if upd is not None and on_update is not None:
             on_update(upd)
-        return True  # keep the event in artifacts/
+        return _worth_keeping(event)
 
     def status(data: dict, runner_config=None) -> None:
         if data.get("status") == "running":  # the command artifact exists from here on

@@ -80,3 +80,20 @@ def test_prune_keeps_the_newest_runs(tmp_path):
         (tmp_path / s / "project" / "site.yml").write_text("---\n")
     _prune_runs(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == stamps[-2:]
+
+
+def test_kept_events_are_what_changed_failed_or_warned():
+    from provisioner.execute import _worth_keeping
+
+    def ev(kind, changed=None):
+        data = {"host": "h1", "task": "t"}
+        if changed is not None:
+            data["res"] = {"changed": changed}
+        return {"event": kind, "event_data": data}
+
+    kept = [ev("runner_on_ok", True), ev("runner_item_on_ok", True), ev("runner_on_failed", False),
+            ev("runner_on_unreachable"), ev("playbook_on_stats"), ev("warning")]
+    dropped = [ev("runner_on_ok", False), ev("runner_on_skipped"), ev("playbook_on_task_start"),
+               ev("runner_on_start"), ev("playbook_on_play_start")]
+    assert all(_worth_keeping(e) for e in kept)
+    assert not any(_worth_keeping(e) for e in dropped)

@@ -201,3 +201,22 @@ def test_unreachable_h2_fails_the_run_h1_completes_then_recovers(key, lab):
     again = apply()
     assert again.returncode == 0, again.output[-4000:]
     assert chat(key)[0] == 200
+
+
+def test_gpu_role_on_a_gpu_less_host_fails_fast_and_clearly_under_mitogen(lab, tmp_path):
+    """The lab profile skips the GPU roles; forced on a host without a GPU, gpu_checks (a
+    custom module with a module_util, run by Mitogen) fails at once and says why."""
+    project = tmp_path / "project"
+    r = rigctl("render", str(SPEC), "-o", str(project), "-i", str(INVENTORY), "-q")
+    assert r.returncode == 0, r.output
+    (project / "gpu.yml").write_text(
+        "- name: Force the GPU checks on h1\n  hosts: h1\n  gather_facts: false\n  roles:\n"
+        "    - role: gpu_checks\n      vars:\n        rigctl_gpu_required: true\n"
+        "        rigctl_nvml_install: false\n        rigctl_gpu_module_python: /usr/bin/python3\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(project / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    p = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "gpu.yml"], cwd=project, env=env,
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    out = p.stdout + p.stderr
+    assert p.returncode == 2, out[-3000:]
+    assert "rigctl_gpu_facts: pynvml (nvidia-ml-py) is not installed for this Python" in out, out[-3000:]
+    assert '"unavailable": true' in out and "Mitogen for Ansible not used" not in out, out[-3000:]
