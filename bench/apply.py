@@ -9,6 +9,9 @@ Prints, as medians over N runs after one converging apply:
           show what each part is worth
   stock   the same playbook and inventory with Ansible's defaults (empty ansible.cfg)
   rigctl  `rigctl apply --yes` end to end (validate, plan, render, lock, runner, state)
+  runner  ansible_runner.run() on the rendered tree, as rigctl calls it, without rigctl's
+          own work: splits the overhead into ansible-runner's (its pty and the awx_display
+          event callback) and rigctl's (validate, plan, render, write, state)
 and the ratios stock/tuned (goal >= 2x) and rigctl/tuned - 1 (overhead, goal <= 10 %).
 The bytecode of rigctl is compiled first, as `pip install` does (this sandbox sets
 PYTHONDONTWRITEBYTECODE, which would make every rigctl run recompile its sources).
@@ -29,6 +32,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+# ansible-runner alone, as provisioner.execute calls it (same options), in a fresh process
+RUNNER = """
+import sys
+from pathlib import Path
+import ansible_runner
+from provisioner.execute.options import RunnerOptions
+data, project = Path(sys.argv[1]), Path(sys.argv[2])
+data.mkdir()
+opts = RunnerOptions(private_data_dir=data, project_dir=project, inventory=project / "inventory" / "hosts.yml")
+sys.exit(ansible_runner.run(event_handler=lambda e: False, **opts.to_kwargs()).rc)
+"""
 
 
 def timed(cmd: list[str], env: dict, cwd: Path | None = None) -> float:
@@ -68,10 +83,12 @@ def main() -> int:
         stock_env = dict(env, ANSIBLE_CONFIG=str(empty))
         timed(playbook, tuned_env, project)  # fills the fact cache, opens the control masters
         timed(playbook, stock_env, project)
-        res: dict[str, list[float]] = {"tuned": [], "linear": [], "stock": [], "rigctl": []}
+        res: dict[str, list[float]] = {"tuned": [], "linear": [], "stock": [], "rigctl": [], "runner": []}
         for i in range(args.runs):  # interleaved, so load changes hit all alike
             res["tuned"].append(timed(playbook, tuned_env, project))
             res["rigctl"].append(timed(rigctl, env))
+            res["runner"].append(timed([sys.executable, "-c", RUNNER, str(Path(tmp) / f"runner-{i}"), str(project)],
+                                       dict(env, PYTHONPATH=str(ROOT))))
             res["stock"].append(timed(playbook, stock_env, project))
             res["linear"].append(timed(playbook, linear_env, project))
             print(f"  run {i + 1}: " + "  ".join(f"{k} {v[-1]:.2f} s" for k, v in res.items()), flush=True)
@@ -79,7 +96,8 @@ def main() -> int:
     best = {k: min(v) for k, v in res.items()}
     print(f"no-op apply on 2 lab hosts, {args.runs} runs (median / best):")
     for k, what in (("tuned", "rigctl's ansible.cfg"), ("linear", "  ... with ANSIBLE_STRATEGY=linear (no Mitogen)"),
-                    ("stock", "Ansible's defaults"), ("rigctl", "rigctl apply, end to end")):
+                    ("stock", "Ansible's defaults"), ("runner", "ansible-runner on the rendered tree"),
+                    ("rigctl", "rigctl apply, end to end")):
         print(f"  {what:<48} {med[k]:6.2f} s  {best[k]:6.2f} s")
     speedup = med["stock"] / med["tuned"]
     print(f"tuned vs stock: {speedup:.2f}x faster (goal >= 2x) {'OK' if speedup >= 2 else 'MISSED'}; "
@@ -90,6 +108,9 @@ def main() -> int:
     print(f"rigctl overhead vs raw ansible-playbook: {overhead * 100:+.1f} % of medians, {paired * 100:+.1f} % "
           f"median of paired runs, {best['rigctl'] - best['tuned']:+.2f} s best to best "
           f"(goal <= 10 %) {'OK' if max(overhead, paired) <= 0.10 else 'MISSED'}")
+    runner_part = statistics.median(r / t for r, t in zip(res["runner"], res["tuned"])) - 1
+    print(f"  of which ansible-runner (pty + event callback): {runner_part * 100:+.1f} %, "
+          f"rigctl's own work: {(paired - runner_part) * 100:+.1f} % (medians of paired runs)")
     return 0
 
 

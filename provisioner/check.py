@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .diagnostics import Diagnostic, Location, Severity
 from .rules import engine
@@ -39,14 +40,19 @@ def load_catalog(spec_file: str, extra: list[str], extra_cli: list[str] = ()) ->
 
 
 def check_file(path: str, *, catalog_files: list[str] = (), only: set[str] | None = None,
-               skip: set[str] | None = None, model_files: dict | None = None) -> CheckResult:
+               skip: set[str] | None = None,
+               model_files: dict | Callable[[Context], dict] | None = None) -> CheckResult:
+    """Load, then run the rules once. ``model_files`` is deployment -> facts read from real
+    model files, or a function of the loaded Context that reads them (the files to read
+    are named in the spec, so they are known only after loading)."""
     load = load_rig(path)
     result = CheckResult(load=load, diagnostics=list(load.diagnostics))
     if load.rig is None:
         return result
     cat, problems = load_catalog(path, load.rig.catalog, list(catalog_files))
     result.diagnostics += problems
-    ctx = Context(load.rig, cat, file=path, model_files=model_files)
+    ctx = Context(load.rig, cat, file=path)
+    ctx.model_files = (model_files(ctx) if callable(model_files) else model_files) or {}
     result.context = ctx
     result.diagnostics += [load.locate(d) for d in engine.run(ctx, only=only, skip=skip)]
     return result

@@ -33,11 +33,10 @@ def prepare(spec: str, inventory: str | None = None) -> Prepared:
     from ..plan.modelfile import spec_model_facts, usable_facts
     from . import plan_addresses
 
-    res = check_file(spec)
-    facts = usable_facts(spec_model_facts(res.context, spec, cache=_applied_facts(spec, res.context))
-                         ) if res.context is not None else {}
-    if facts:  # judge memory on the real file sizes, as `rigctl plan` does
-        res = check_file(spec, model_files=facts)
+    # memory is judged on the real file sizes, as `rigctl plan` does
+    res = check_file(spec, model_files=lambda ctx: usable_facts(
+        spec_model_facts(ctx, spec, cache=_applied_facts(spec, ctx))))
+    facts = res.context.model_files if res.context is not None else {}
     overrides = load_overrides(inventory)
     out = Prepared(res, overrides, model_facts=facts)
     if res.fatal or res.context is None or out.errors:
