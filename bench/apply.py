@@ -12,6 +12,7 @@ Prints, as medians over N runs after one converging apply:
   runner  ansible_runner.run() on the rendered tree, as rigctl calls it, without rigctl's
           own work: splits the overhead into ansible-runner's (its pty and the awx_display
           event callback) and rigctl's (validate, plan, render, write, state)
+  own     `rigctl apply` with the runner call stubbed out: rigctl's own work in seconds
 and the ratios stock/tuned (goal >= 2x) and rigctl/tuned - 1 (overhead, goal <= 10 %).
 The bytecode of rigctl is compiled first, as `pip install` does (this sandbox sets
 PYTHONDONTWRITEBYTECODE, which would make every rigctl run recompile its sources).
@@ -43,6 +44,16 @@ data, project = Path(sys.argv[1]), Path(sys.argv[2])
 data.mkdir()
 opts = RunnerOptions(private_data_dir=data, project_dir=project, inventory=project / "inventory" / "hosts.yml")
 sys.exit(ansible_runner.run(event_handler=lambda e: False, **opts.to_kwargs()).rc)
+"""
+
+# rigctl apply with the ansible-runner call replaced by an instant success: rigctl's own
+# work (imports, validate, plan, render, write, lock, state) in a fresh process
+OWN = """
+import sys
+import provisioner.execute as ex
+ex._run = lambda opts, on_update: ex.ApplyResult("ok", 0)
+from provisioner.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -83,12 +94,14 @@ def main() -> int:
         stock_env = dict(env, ANSIBLE_CONFIG=str(empty))
         timed(playbook, tuned_env, project)  # fills the fact cache, opens the control masters
         timed(playbook, stock_env, project)
-        res: dict[str, list[float]] = {"tuned": [], "linear": [], "stock": [], "rigctl": [], "runner": []}
+        res: dict[str, list[float]] = {"tuned": [], "linear": [], "stock": [], "rigctl": [], "runner": [],
+                                       "own": []}
         for i in range(args.runs):  # interleaved, so load changes hit all alike
             res["tuned"].append(timed(playbook, tuned_env, project))
             res["rigctl"].append(timed(rigctl, env))
             res["runner"].append(timed([sys.executable, "-c", RUNNER, str(Path(tmp) / f"runner-{i}"), str(project)],
                                        dict(env, PYTHONPATH=str(ROOT))))
+            res["own"].append(timed([sys.executable, "-c", OWN, *rigctl[1:]], dict(env, PYTHONPATH=str(ROOT))))
             res["stock"].append(timed(playbook, stock_env, project))
             res["linear"].append(timed(playbook, linear_env, project))
             print(f"  run {i + 1}: " + "  ".join(f"{k} {v[-1]:.2f} s" for k, v in res.items()), flush=True)
@@ -97,7 +110,7 @@ def main() -> int:
     print(f"no-op apply on 2 lab hosts, {args.runs} runs (median / best):")
     for k, what in (("tuned", "rigctl's ansible.cfg"), ("linear", "  ... with ANSIBLE_STRATEGY=linear (no Mitogen)"),
                     ("stock", "Ansible's defaults"), ("runner", "ansible-runner on the rendered tree"),
-                    ("rigctl", "rigctl apply, end to end")):
+                    ("rigctl", "rigctl apply, end to end"), ("own", "rigctl apply, runner stubbed (own work)")):
         print(f"  {what:<48} {med[k]:6.2f} s  {best[k]:6.2f} s")
     speedup = med["stock"] / med["tuned"]
     print(f"tuned vs stock: {speedup:.2f}x faster (goal >= 2x) {'OK' if speedup >= 2 else 'MISSED'}; "
