@@ -7,6 +7,7 @@ inventory; other keys (``rigctl_artifacts_dir``…) override the rendered variab
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,20 @@ def check_nodes(ov: InventoryOverrides, nodes: list[str]) -> None:
                              f"(nodes: {', '.join(nodes)})")
 
 
+_SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args")
+_KEY_CHECKING = ("ansible_host_key_checking", "ansible_ssh_host_key_checking")
+_NO_KEY_CHECK = re.compile(r"StrictHostKeyChecking\s*[= ]\s*no\b", re.IGNORECASE)
+
+
 def split(values: dict) -> tuple[dict, dict]:
-    """(connection vars ansible_*, other vars)."""
+    """(connection vars ansible_*, other vars).
+
+    ssh options that switch off host key checking also get ansible_host_key_checking:
+    false. Plain ssh obeys the options, but Mitogen (the rendered strategy) checks host
+    keys itself and puts its own StrictHostKeyChecking ahead of them; this keeps the
+    inventory meaning what it says under both."""
     conn = {k: v for k, v in values.items() if k.startswith("ansible_")}
+    if not any(k in conn for k in _KEY_CHECKING) and any(
+            _NO_KEY_CHECK.search(str(conn.get(k) or "")) for k in _SSH_ARGS):
+        conn["ansible_host_key_checking"] = False
     return conn, {k: v for k, v in values.items() if not k.startswith("ansible_")}

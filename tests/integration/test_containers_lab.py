@@ -86,7 +86,7 @@ def rig(docker_lab, lab_image, tiny_gguf, tmp_path_factory):
         "vars": {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3",
                  "ansible_ssh_private_key_file": docker_lab["key"], "rigctl_docker_source": "distro",
                  "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                            "-o LogLevel=ERROR", "ansible_host_key_checking": False}}}))
+                                            "-o LogLevel=ERROR"}}}))  # render adds host_key_checking: false
     os.environ.setdefault("RIGCTL_LAB_API_KEY", secrets.token_hex(16))
     return {"spec": d / "rig.yaml", "inv": d / "inv", "key": os.environ["RIGCTL_LAB_API_KEY"],
             "h1": docker_lab["addresses"]["h1"], "dir": d}

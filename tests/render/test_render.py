@@ -113,6 +113,26 @@ def test_inventory_override_changes_address_and_becomes(tmp_path):
     assert h1["ansible_host"] == "192.0.2.5" and h1["ansible_become"] is True
 
 
+@pytest.mark.parametrize("level", ["vars", "host"])
+def test_ssh_options_without_host_key_checking_say_so_to_mitogen_too(tmp_path, level):
+    args = {"ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"}
+    doc = {"vars": args} if level == "vars" else {"hosts": {"h1": args}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": doc}))
+    inv = yaml.safe_load(files_of(LAB_SPEC, tmp_path)["inventory/hosts.yml"])
+    where = inv["all"]["vars"] if level == "vars" else inv["all"]["children"]["rig"]["hosts"]["h1"]
+    assert where["ansible_host_key_checking"] is False
+
+
+def test_host_key_checking_is_left_alone_when_ssh_options_keep_it_or_the_inventory_sets_it(tmp_path):
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": {
+        "vars": {"ansible_ssh_common_args": "-o StrictHostKeyChecking=yes"},
+        "hosts": {"h2": {"ansible_ssh_extra_args": "-o StrictHostKeyChecking=no", "ansible_host_key_checking": True}}}}))
+    text = files_of(LAB_SPEC, tmp_path)["inventory/hosts.yml"]
+    inv = yaml.safe_load(text)
+    assert "ansible_host_key_checking" not in inv["all"].get("vars", {})
+    assert inv["all"]["children"]["rig"]["hosts"]["h2"]["ansible_host_key_checking"] is True
+
+
 def test_spec_text_is_quoted_for_systemd_compose_and_ansible(tmp_path):
     spec = LAB_SPEC.read_text().replace(
         "    auth: {env: RIGCTL_LAB_API_KEY}",
