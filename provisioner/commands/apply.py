@@ -17,6 +17,8 @@ def register(sub) -> None:
                                    "Exit 0 ok, 1 spec errors, 5 a host failed or was unreachable, 6 locked.")
     p.add_argument("spec", help="rig spec file")
     p.add_argument("-i", "--inventory", metavar="DIR", help="inventories/<env> with a hosts.yml overriding addresses, users, ports")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="extra catalog file (repeatable), as for validate and plan")
     p.add_argument("--check", action="store_true", help="dry run: report what would change, change nothing")
     p.add_argument("--diff", action="store_true", help="show file differences")
     p.add_argument("--limit", metavar="NODE", help="converge only this node")
@@ -37,7 +39,8 @@ def run(args) -> int:
     view = _Live(out)
     try:
         result = apply(args.spec, args.inventory, check=args.check, diff=args.diff, limit=args.limit,
-                       yes=args.yes or args.check, confirm=lambda prep: _confirm(prep, out), on_update=view.update)
+                       yes=args.yes or args.check, confirm=lambda prep: _confirm(prep, out), on_update=view.update,
+                       catalog_files=args.catalog)
     finally:
         view.stop()
     if result.diagnostics and result.status in ("invalid", "usage"):

@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("spec", help="rig spec file")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write the project into")
     p.add_argument("-i", "--inventory", metavar="DIR", help="inventories/<env> with a hosts.yml overriding addresses, users, ports")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="extra catalog file (repeatable), as for validate and plan")
     p.add_argument("--prune", action="store_true", help="delete files under inventory/, files/, roles/ that the spec no longer produces")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=run)
@@ -34,7 +36,7 @@ def run(args) -> int:
     from ..render.prepare import prepare
 
     try:
-        prep = prepare(args.spec, args.inventory)
+        prep = prepare(args.spec, args.inventory, catalog_files=args.catalog)
     except InventoryError as exc:
         sys.stderr.write(f"rigctl: {exc}\n")
         return EXIT_USAGE

@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("spec", help="rig spec file")
     p.add_argument("-i", "--inventory", metavar="DIR",
                    help="inventory overrides used by apply (inventories/<env>/ or its hosts.yml)")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="extra catalog file (repeatable), as for validate and plan")
     p.add_argument("--limit", action="append", default=[], metavar="NODE",
                    help="check only these nodes (repeatable or comma-separated)")
     p.add_argument("--ssh-config", metavar="FILE", help="extra ssh_config read before the inventory's settings")
@@ -45,7 +47,7 @@ def run(args) -> int:
         sys.stderr.write(f"rigctl verify: --ssh-config {args.ssh_config}: no such file\n")
         return EXIT_USAGE
     try:
-        prep = prepare(args.spec, args.inventory)
+        prep = prepare(args.spec, args.inventory, catalog_files=args.catalog)
     except RenderInventoryError as exc:
         sys.stderr.write(f"rigctl verify: {exc}\n")
         return EXIT_USAGE

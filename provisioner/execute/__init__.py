@@ -71,14 +71,14 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
           limit: str | None = None, yes: bool = False, *,
           confirm: Callable[[object], bool] | None = None,
           on_update: Callable[[Update], None] | None = None,
-          envvars: dict[str, str] | None = None) -> ApplyResult:
+          envvars: dict[str, str] | None = None, catalog_files: list[str] = ()) -> ApplyResult:
     """Validate, render, lock, confirm, run. ``confirm(prepared)`` is asked unless ``yes``."""
     from ..render import InventoryError, render_project, write
     from ..render.prepare import prepare
 
     t0 = time.monotonic()
     try:
-        prep = prepare(spec, inventory)
+        prep = prepare(spec, inventory, catalog_files=catalog_files)
     except InventoryError as exc:
         return ApplyResult("usage", EXIT_USAGE, str(exc))
     if prep.check.fatal:

@@ -27,14 +27,15 @@ class Prepared:
         return self.check.context
 
 
-def prepare(spec: str, inventory: str | None = None) -> Prepared:
-    """Validate the spec, read the inventory overrides and plan; the plan is None when
-    the spec has errors. Raises InventoryError for a bad inventory."""
+def prepare(spec: str, inventory: str | None = None, catalog_files: list[str] = ()) -> Prepared:
+    """Validate the spec (with extra ``catalog_files``, as ``validate --catalog``), read the
+    inventory overrides and plan; the plan is None when the spec has errors. Raises
+    InventoryError for a bad inventory."""
     from ..plan.modelfile import spec_model_facts, usable_facts
     from . import plan_addresses
 
     # memory is judged on the real file sizes, as `rigctl plan` does
-    res = check_file(spec, model_files=lambda ctx: usable_facts(
+    res = check_file(spec, catalog_files=list(catalog_files), model_files=lambda ctx: usable_facts(
         spec_model_facts(ctx, spec, cache=_applied_facts(spec, ctx))))
     facts = res.context.model_files if res.context is not None else {}
     overrides = load_overrides(inventory)

@@ -169,3 +169,22 @@ def test_rendered_tree_passes_ansible_lint_production(tmp_path):
         r = subprocess.run([str(BIN / "ansible-lint"), "--profile", "production", "--nocolor", "--offline"],
                            cwd=out, env=ansible_env(), capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+
+
+def test_render_apply_and_verify_take_extra_catalogs_like_validate(rigctl, tmp_path):
+    """A spec that names a format only a user catalog has: unknown without --catalog."""
+    formats = yaml.safe_load((ROOT / "provisioner" / "spec" / "data" / "formats.yaml").read_text())
+    entry = dict(next(f for f in formats if f["id"] == "gguf-f16"), id="lab-f16", aliases=[])
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"formats": [entry]}))
+    spec = tmp_path / "rig.yaml"
+    spec.write_text(LAB_SPEC.read_text().replace("format: gguf-f16", "format: lab-f16"))
+    code, _, err = rigctl("render", spec, "-o", tmp_path / "out", "-q")
+    assert code == 1 and "lab-f16" in err
+    code, out, err = rigctl("render", spec, "-o", tmp_path / "out", "-q", "--catalog", tmp_path / "mine.yaml")
+    assert code == 0, err
+    # apply and verify validate with it too: the spec passes, so they get as far as --limit
+    for cmd, extra in (("apply", ["--yes"]), ("verify", [])):
+        code, _, err = rigctl(cmd, spec, "--limit", "h7", *extra)
+        assert code == 1 and "error" in err, err
+        code, _, err = rigctl(cmd, spec, "--limit", "h7", *extra, "--catalog", tmp_path / "mine.yaml")
+        assert code == 2 and "h7" in err, err
