@@ -13,6 +13,7 @@ import math
 import sys
 
 from ..diagnostics import EXIT_OK, EXIT_USAGE
+from .validate import add_catalog_arg
 
 DEFAULT_FORMATS = {
     "llamacpp": ["q4_k_m", "q5_k_m", "q6_k", "q8_0"],
@@ -40,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--stack", default="llamacpp", choices=sorted(DEFAULT_FORMATS), help="inference stack")
     p.add_argument("--top", type=int, default=15, help="show this many configurations (default 15)")
     p.add_argument("--format", "-f", choices=("text", "json"), default="text", dest="output", help="output format")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE", help="extra catalog file (repeatable)")
+    add_catalog_arg(p)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..diagnostics import EXIT_USAGE
+from .validate import add_catalog_arg
 
 STATUS_STYLE = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red", "skipped": "dim",
                 "running": "cyan"}
@@ -17,8 +18,7 @@ def register(sub) -> None:
                                    "Exit 0 ok, 1 spec errors, 5 a host failed or was unreachable, 6 locked.")
     p.add_argument("spec", help="rig spec file")
     p.add_argument("-i", "--inventory", metavar="DIR", help="inventories/<env> with a hosts.yml overriding addresses, users, ports")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
-                   help="extra catalog file (repeatable), as for validate and plan")
+    add_catalog_arg(p)
     p.add_argument("--check", action="store_true", help="dry run: report what would change, change nothing")
     p.add_argument("--diff", action="store_true", help="show file differences")
     p.add_argument("--limit", metavar="NODE", help="converge only this node")

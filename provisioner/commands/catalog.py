@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from .validate import add_catalog_arg
+
 KINDS = ("gpus", "models", "formats", "cpus")
 
 
@@ -11,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("catalog", help="list catalog entries (GPUs, models, formats, CPUs)")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("id", nargs="?", help="show one entry in full, with its source")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE", help="extra catalog file")
+    add_catalog_arg(p)
     p.set_defaults(func=run)
 
 

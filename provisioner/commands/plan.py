@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..diagnostics import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Severity
+from .validate import add_catalog_arg
 
 PLAN_SCHEMA_VERSION = 1
 EXIT_CHANGES = 2  # with --detailed-exitcode, like terraform plan
@@ -27,7 +28,7 @@ def register(sub) -> None:
                         "with -i, also probe the live hosts and list GPU drift in the change summary")
     p.add_argument("-i", "--inventory", metavar="DIR",
                    help="inventory (inventories/<env>) used by --refresh to reach the hosts")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE", help="extra catalog file (repeatable)")
+    add_catalog_arg(p)
     p.add_argument("--state", metavar="FILE",
                    help="applied state to compare with (default: <spec dir>/rendered/<rig>/.rigctl/state.json)")
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..diagnostics import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from .validate import add_catalog_arg
 
 
 def register(sub) -> None:
@@ -15,8 +16,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="rig spec file")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write the project into")
     p.add_argument("-i", "--inventory", metavar="DIR", help="inventories/<env> with a hosts.yml overriding addresses, users, ports")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
-                   help="extra catalog file (repeatable), as for validate and plan")
+    add_catalog_arg(p)
     p.add_argument("--prune", action="store_true", help="delete files under inventory/, files/, roles/ that the spec no longer produces")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary line")
     p.set_defaults(func=run)

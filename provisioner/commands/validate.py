@@ -13,10 +13,17 @@ def register(sub) -> None:
     p.add_argument("spec", nargs="+", help="rig spec file(s)")
     add_output_args(p)
     p.add_argument("--strict", action="store_true", help="warnings also fail (exit 1)")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE", help="extra catalog file (repeatable)")
+    add_catalog_arg(p)
     p.add_argument("--only", action="append", default=[], metavar="RULE", help="run only these rule ids or families")
     p.add_argument("--skip", action="append", default=[], metavar="RULE", help="skip rule ids (incl. [tags]) or families")
     p.set_defaults(func=run)
+
+
+def add_catalog_arg(p) -> None:
+    """--catalog FILE: user catalog files over the built-in one, the same for every command
+    that reads a spec (same schema; the same id wins)."""
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="extra catalog file (repeatable); same schema as the built-in one, same id wins")
 
 
 def add_output_args(p) -> None:

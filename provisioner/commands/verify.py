@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..diagnostics import EXIT_FINDINGS, EXIT_USAGE
-from .validate import add_output_args, emit, exit_code
+from .validate import add_catalog_arg, add_output_args, emit, exit_code
 
 
 def register(sub) -> None:
@@ -20,8 +20,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="rig spec file")
     p.add_argument("-i", "--inventory", metavar="DIR",
                    help="inventory overrides used by apply (inventories/<env>/ or its hosts.yml)")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
-                   help="extra catalog file (repeatable), as for validate and plan")
+    add_catalog_arg(p)
     p.add_argument("--limit", action="append", default=[], metavar="NODE",
                    help="check only these nodes (repeatable or comma-separated)")
     p.add_argument("--ssh-config", metavar="FILE", help="extra ssh_config read before the inventory's settings")
