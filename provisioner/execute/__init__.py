@@ -132,22 +132,30 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
     return result
 
 
-# environment variables whose values may stay in the kept artifacts; every other value
-# (secret references resolve through the environment: auth: {env: NAME}) is redacted
-_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "PWD", "SHELL", "USER", "LAB_DIR", "LAB_CACHE", "RIGCTL_ARTIFACTS_DIR")
-_ENV_KEEP_PREFIXES = ("ANSIBLE_", "LC_", "PYTHON")
+# Environment variables whose values may stay in the kept artifacts: exact names, each known
+# to hold no secret. Every other value is redacted, prefixes included (ANSIBLE_*, PYTHON*, LC_*
+# are free for a user to name a secret after: `auth: {env: ANSIBLE_RIG_API_KEY}`).
+ENV_KEEP = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "PWD", "SHELL", "USER", "LOGNAME", "TERM", "TZ",
+    "ANSIBLE_CONFIG", "ANSIBLE_FORCE_COLOR", "ANSIBLE_NOCOLOR", "ANSIBLE_HOST_KEY_CHECKING", "ANSIBLE_STRATEGY",
+    "LAB_DIR", "LAB_CACHE", "RIGCTL_ARTIFACTS_DIR",
+})
+REDACTED = "<redacted>"
+
+
+def scrub_env(env: dict) -> dict:
+    """The environment as it may be kept on disk: names kept, values only on the allow-list."""
+    return {k: (v if k in ENV_KEEP else REDACTED) for k, v in env.items()}
 
 
 def scrub_command_artifact(path: Path) -> None:
-    """ansible-runner writes the whole process environment into artifacts/<ident>/command;
-    keep the names, drop the values that are not known to be harmless."""
+    """ansible-runner writes the whole process environment into artifacts/<ident>/command
+    (mode 0600) as it starts; rewrite it with the values redacted as soon as the run is up."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    env = doc.get("env") or {}
-    doc["env"] = {k: (v if k in _ENV_KEEP or k.startswith(_ENV_KEEP_PREFIXES) and "PASS" not in k else "<redacted>")
-                  for k, v in env.items()}
+    doc["env"] = scrub_env(doc.get("env") or {})
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     os.chmod(tmp, 0o600)
