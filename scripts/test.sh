@@ -11,4 +11,6 @@ PY=${PYTHON:-python3}
 # community.docker (docker_compose_v2, for container rigs) comes out of the `ansible` wheel,
 # without the ~100 other collections it carries (seconds instead of a minute of installing)
 .venv/bin/python scripts/ansible_collections_install.py
+# nft and docker compose v2 parse rendered files in the fuzz and injection tests (root + apt)
+bash scripts/consumer_tools.sh || echo "consumer tools unavailable; the tests that need them skip" >&2
 exec .venv/bin/python -m pytest -q -ra "$@"
