@@ -70,6 +70,25 @@ class DeploymentPlan:
 class Plan:
     rig: str
     deployments: list[DeploymentPlan]
+    # name -> deployments and node -> services, built on first lookup: render and verify
+    # look up per host and per service, and a scan there is quadratic in the fleet size
+    _index: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _indexed(self) -> tuple[dict[str, list[DeploymentPlan]], dict[str, list[Service]]]:
+        count = len(self.deployments)
+        if self._index is None or self._index[0] != count:  # appending a deployment rebuilds it
+            by_name: dict[str, list[DeploymentPlan]] = {}
+            by_node: dict[str, list[Service]] = {}
+            for d in self.deployments:
+                by_name.setdefault(d.name, []).append(d)
+                for s in d.services:
+                    by_node.setdefault(s.node, []).append(s)
+            self._index = (count, by_name, by_node)
+        return self._index[1], self._index[2]
 
     def services_on(self, node: str) -> list[Service]:
-        return [s for d in self.deployments for s in d.services if s.node == node]
+        return list(self._indexed()[1].get(node, ()))
+
+    def deployments_named(self, name: str) -> list[DeploymentPlan]:
+        """The deployment plans called ``name`` (one, in a valid spec), in plan order."""
+        return list(self._indexed()[0].get(name, ()))

@@ -102,7 +102,7 @@ def bandwidth_gbs(ctx, d: Device) -> float:
     if d.bandwidth_gbs:
         return d.bandwidth_gbs
     ram = constants()["cpu_ram_bandwidth_gbs"]
-    node = ctx.rig.node(d.node)
+    node = ctx.node(d.node)
     cpu = node.cpu.model if node and node.cpu and node.cpu.model else None
     entry = ctx.catalog.cpus.get(cpu) if cpu else None
     return ram.get(entry.id if entry else "", ram["default"])
@@ -133,7 +133,7 @@ def link(ctx, devices: list[Device]) -> tuple[str, float, float]:
     nodes = {d.node for d in devices}
     if len(nodes) > 1:
         return "network", *_network(ctx)
-    node = ctx.rig.node(devices[0].node)
+    node = ctx.node(devices[0].node)
     entries = [_entry(ctx, d) for d in devices]
     if any(e is None for e in entries):
         return "host-bounce", 8.0, c["allreduce_latency_us"]["host-bounce"]
@@ -149,7 +149,7 @@ def link(ctx, devices: list[Device]) -> tuple[str, float, float]:
 
 
 def _entry(ctx, d: Device):
-    node = ctx.rig.node(d.node)
+    node = ctx.node(d.node)
     gpu = next((g for g in node.gpus if g.id == d.gpu_id), None) if node else None
     return ctx.gpu_entry(gpu) if gpu else None
 

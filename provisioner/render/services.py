@@ -78,7 +78,7 @@ def depends_on(svc: Service, plan: Plan) -> list[dict]:
     if svc.role != "server" or svc.stack != "llamacpp-rpc":
         return []
     return [{"node": s.node, "service": s.name, "address": s.bind, "port": s.port}
-            for d in plan.deployments if d.name == svc.deployment
+            for d in plan.deployments_named(svc.deployment)
             for s in d.services if s.role == "rpc-worker"]
 
 

@@ -56,11 +56,10 @@ def model_name(ctx: Context, dep: Deployment) -> str:
 def placement_resolved(ctx: Context, dep: Deployment) -> bool:
     """Every placement node and GPU id exists (placement-reference reports the rest)."""
     for p in dep.placement:
-        node = ctx.rig.node(p.node)
-        if node is None:
+        ni = ctx.node_index(p.node)
+        if ni is None:
             return False
-        ids = {g.id for g in node.gpus}
-        if p.gpus is not None and any(g not in ids for g in p.gpus):
+        if p.gpus is not None and any(ctx.gpu_by_id(ni, g) is None for g in p.gpus):
             return False
     return True
 

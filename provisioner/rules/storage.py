@@ -70,10 +70,8 @@ def storage_fit(ctx: Context):
         si, disk = found
         disk_path = ("nodes", ni, "storage", si)
         needs: list[tuple[Deployment, float]] = []
-        for dep in ctx.rig.serve:
+        for dep in ctx.deployments_on(ni):
             nodes = ctx.deployment_nodes(dep)
-            if not any(n is node for n in nodes):
-                continue
             w_gib = sizing.weights_gib(ctx, dep)
             if w_gib is None:
                 continue
