@@ -39,14 +39,16 @@ def test_same_spec_same_bytes():
 
 
 def test_write_reports_created_unchanged_changed(tmp_path):
-    files = render(LAB_SPEC, LAB_INV)
-    assert {s for _, s in write(files, tmp_path)} == {"created"}
-    assert {s for _, s in write(files, tmp_path)} == {"unchanged"}
-    (tmp_path / "inventory/host_vars/h1.yml").write_text("edited by hand\n")
-    report = dict(write(files, tmp_path))
+    files, out = render(LAB_SPEC, LAB_INV), tmp_path / "p"
+    assert {s for _, s in write(files, out, rig="lab-cpu-rpc").files} == {"created"}
+    assert {s for _, s in write(files, out, rig="lab-cpu-rpc").files} == {"unchanged"}
+    (out / "inventory/host_vars/h1.yml").write_text("edited by hand\n")
+    report = dict(write(files, out, rig="lab-cpu-rpc").files)
     assert report["inventory/host_vars/h1.yml"] == "changed"
     assert sum(s == "changed" for s in report.values()) == 1
-    assert not list(tmp_path.rglob(".rigctl-*")), "temporary files left behind"
+    # the staging and previous trees beside p are gone; inside p only the marker is rigctl's own
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".p.rigctl-lock", "p"]
+    assert [p.name for p in out.rglob(".rigctl-*")] == [".rigctl-render"]
 
 
 def test_cli_render_reports(rigctl, tmp_path):
@@ -154,7 +156,7 @@ def ansible_env() -> dict:
 @pytest.mark.parametrize("spec", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_renders_and_passes_syntax_check(spec, tmp_path):
     out = tmp_path / "project"
-    write(render(spec), out)
+    write(render(spec), out, rig=spec.stem)
     r = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", "site.yml"], cwd=out,
                        env=dict(ansible_env(), ANSIBLE_CONFIG=str(out / "ansible.cfg")), capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -165,7 +167,7 @@ def test_rendered_tree_passes_ansible_lint_production(tmp_path):
     # one native (lab) and one container-heavy rig: the roles are shared, the variables differ
     for spec, inv in ((LAB_SPEC, LAB_INV), (ROOT / "examples" / "multinode-vllm.yaml", None)):
         out = tmp_path / spec.stem
-        write(render(spec, inv), out)
+        write(render(spec, inv), out, rig=spec.stem)
         r = subprocess.run([str(BIN / "ansible-lint"), "--profile", "production", "--nocolor", "--offline"],
                            cwd=out, env=ansible_env(), capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
