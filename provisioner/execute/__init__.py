@@ -112,7 +112,7 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
             run_dir = base / "runs" / stamp
             project = run_dir / "project"
-            write(files, project)
+            write(files, project, rig=rig)  # a fresh run dir: nothing to refuse or keep
             opts = RunnerOptions(private_data_dir=run_dir, project_dir=project,
                                  inventory=project / "inventory" / "hosts.yml", limit=limit, check=check,
                                  diff=diff, envvars=dict(envvars or {}))
