@@ -8,7 +8,6 @@ from ..spec.models import Deployment, Node
 
 MODELS_DIR = "/var/lib/rigctl/models"
 SECRETS_DIR = "/etc/rigctl/secrets"
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def node_address(node: Node, addresses: dict[str, str] | None = None) -> str:
@@ -31,10 +30,6 @@ def model_path(dep: Deployment, ext: str = ".gguf") -> str:
 
 def secret_file(dep: Deployment) -> str:
     return posixpath.join(SECRETS_DIR, f"{dep.name}.key")
-
-
-def port_scope(bind: str) -> str:
-    return "loopback" if bind in LOOPBACK else "any"
 
 
 def fmt_num(x: float) -> str:

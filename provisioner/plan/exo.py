@@ -4,14 +4,20 @@ exo decides the partition itself (by memory); rigctl's expected layer ranges fro
 the fit are recorded in RIGCTL_EXPECTED_LAYERS so `verify` can compare them with
 exo's /state. Ports (stacks.md §6): API 52415, zenoh TCP 52414, discovery UDP 52413.
 The API has no authentication: only the first node serves it.
+
+exo has no option for its listen address (src/exo/main.py `Args` takes --api-port only),
+so every port listens on 0.0.0.0 and `bind` is honoured by the firewall instead: the API
+port is loopback-only for a loopback bind and rig-subnet-only otherwise (it has no key);
+the peer ports are loopback-only on a single node and rig-subnet-only across nodes.
 """
 
 from __future__ import annotations
 
+from ..exposure import endpoint_scope, listen_address
 from ..sizing import Fit
 from ..spec.models import Deployment
 from .common import gpu_env, node_address
-from .model import Service
+from .model import Port, Service
 
 API_PORT = 52415
 ZENOH_PORT = 52414
@@ -37,6 +43,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     ranges = layer_ranges(fit)
     placed = ctx.placed_gpus(dep)
     services = []
+    peer_scope = "subnet" if len(nodes) > 1 else "loopback"  # nobody else needs the peer ports
     for i, node in enumerate(nodes):
         # macOS runs MLX on Metal; CUDA_VISIBLE_DEVICES only means something on Linux
         env = {} if node.os == "macos" else gpu_env([pg for pg in placed if pg.node.name == node.name])
@@ -53,8 +60,9 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         gpus = [pg for pg in placed if pg.node.name == node.name]
         services.append(Service(
             deployment=dep.name, node=node.name, role="exo-node", stack="exo", name=f"rigctl-{dep.name}",
-            argv=argv, env=env, port=(dep.port or API_PORT) if i == 0 else None, bind="0.0.0.0",  # exo always binds all
-            extra_ports=[ZENOH_PORT, DISCOVERY_PORT], port_scope="subnet",
+            argv=argv, env=env, port=(dep.port or API_PORT) if i == 0 else None, bind=listen_address(dep),
+            extra_ports=[Port(ZENOH_PORT, scope=peer_scope), Port(DISCOVERY_PORT, "udp", scope=peer_scope)],
+            port_scope=endpoint_scope(dep),
             gpus=[pg.gpu.id for pg in gpus], gpu_indices=[pg.gpu_index for pg in gpus],
             gpu_uuids=[pg.gpu.uuid for pg in gpus if pg.gpu.uuid],
             health_path="/v1/models" if i == 0 else None))

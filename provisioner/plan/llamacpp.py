@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..exposure import endpoint_scope
 from ..sizing import Fit
 from ..spec.models import Deployment, Stack
-from .common import fmt_num, gpu_env, model_path, node_address, port_scope, secret_file
+from .common import fmt_num, gpu_env, model_path, node_address, secret_file
 from .model import Service
 
 DEFAULT_PORT = 8080
@@ -55,7 +56,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     services.insert(0, Service(
         deployment=dep.name, node=head.name, role="server", stack=dep.stack.value,
         name=f"rigctl-{dep.name}", argv=argv, env=env, port=port, bind=dep.bind,
-        port_scope=port_scope(dep.bind), gpus=[pg.gpu.id for pg in head_gpus],
+        port_scope=endpoint_scope(dep), gpus=[pg.gpu.id for pg in head_gpus],
         gpu_indices=[pg.gpu_index for pg in head_gpus], gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid],
         health_path="/health", model_path=model_path(dep), model_source=dep.model_file, secret_env=secret_env))
     return services

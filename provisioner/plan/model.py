@@ -10,6 +10,22 @@ from dataclasses import asdict, dataclass, field
 from ..sizing import Fit
 
 
+@dataclass(frozen=True)
+class Port:
+    """A listener beyond the service's main port, as the firewall filters it."""
+
+    port: int
+    proto: str = "tcp"  # tcp | udp
+    scope: str | None = None  # loopback | subnet | any; None: the service's port_scope
+    last: int | None = None  # inclusive end of a range (Ray's worker ports); None: one port
+    listens: bool = True  # verify expects a listener (False: only while an optional component runs)
+
+    @property
+    def nft(self) -> str:
+        """The port as nftables writes it: 52413 or 10002-19999."""
+        return f"{self.port}-{self.last}" if self.last else str(self.port)
+
+
 @dataclass
 class Service:
     """One process (native unit or container) on one node."""
@@ -24,8 +40,8 @@ class Service:
     files: dict[str, str] = field(default_factory=dict)  # extra config files: path on host -> content
     port: int | None = None
     bind: str = "127.0.0.1"
-    extra_ports: list[int] = field(default_factory=list)
-    port_scope: str = "loopback"  # loopback | subnet | any: who may connect (firewall)
+    extra_ports: list[Port] = field(default_factory=list)
+    port_scope: str = "loopback"  # loopback | subnet | any: who may connect to `port` (firewall)
     gpus: list[str] = field(default_factory=list)  # GPU ids on the node
     gpu_indices: list[int] = field(default_factory=list)
     gpu_uuids: list[str] = field(default_factory=list)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import posixpath
 
+from ..escape import Unrepresentable, modelfile_arg
+from ..exposure import endpoint_scope, host_port
 from ..sizing import Fit
 from ..spec.models import Deployment
-from .common import gpu_env, model_path, port_scope
+from .common import gpu_env, model_path
 from .model import Service
 
 DEFAULT_PORT = 11434
@@ -36,7 +38,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     env["OLLAMA_CONTEXT_LENGTH"] = str(context)
     env["OLLAMA_KEEP_ALIVE"] = "-1"  # a served model stays loaded (default unloads after 5 min)
     env["OLLAMA_MAX_LOADED_MODELS"] = "1"
-    env["OLLAMA_HOST"] = f"{dep.bind}:{port}"
+    env["OLLAMA_HOST"] = host_port(dep.bind, port)  # Ollama parses it with net.SplitHostPort: IPv6 needs brackets
     kv = fit.kv_type if fit else dep.kv_cache_type
     if kv in ("q8_0", "q4_0"):
         env["OLLAMA_KV_CACHE_TYPE"] = kv
@@ -48,7 +50,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         deployment=dep.name, node=node.name, role="server", stack="ollama", name=f"rigctl-{dep.name}",
         argv=["ollama", "serve"] + list(dep.extra_args), env=env,
         files={modelfile: render_modelfile(ctx, dep, context)},
-        port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
+        port=port, bind=dep.bind, port_scope=endpoint_scope(dep),
         gpus=[pg.gpu.id for pg in placed], gpu_indices=[pg.gpu_index for pg in placed],
         gpu_uuids=[pg.gpu.uuid for pg in placed if pg.gpu.uuid], health_path="/",
         model_path=model_path(dep) if dep.model_file else None, model_source=dep.model_file)]
@@ -57,7 +59,12 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
 def render_modelfile(ctx, dep: Deployment, context: int) -> str:
     """`ollama create <name> -f Modelfile` imports the GGUF (or pulls the library tag)."""
     source = model_path(dep) if dep.model_file else library_tag(ctx, dep)
-    lines = [f"FROM {source}", f"PARAMETER num_ctx {context}"]
+    try:
+        source = modelfile_arg(source)
+    except Unrepresentable as exc:
+        i = next(i for i, d in enumerate(ctx.rig.serve) if d is dep)
+        raise Unrepresentable(str(exc), ("serve", i, "model_file" if dep.model_file else "model")) from None
+    lines = [f"FROM {source}", f"PARAMETER num_ctx {int(context)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 
 from .model import Plan, Service
@@ -56,7 +57,7 @@ def service_hash(svc: Service) -> str:
     """sha256 over everything that, when changed, means the service must be recreated."""
     keyed = {
         "argv": svc.argv, "env": svc.env, "files": svc.files, "port": svc.port, "bind": svc.bind,
-        "extra_ports": svc.extra_ports, "gpus": svc.gpus, "gpu_uuids": svc.gpu_uuids,
+        "extra_ports": [asdict(p) for p in svc.extra_ports], "gpus": svc.gpus, "gpu_uuids": svc.gpu_uuids,
         "secret_env": svc.secret_env, "ipc_host": svc.ipc_host, "shm_size": svc.shm_size,
         "model_path": svc.model_path,
     }

@@ -11,9 +11,10 @@ import posixpath
 
 import yaml
 
+from ..exposure import endpoint_scope
 from ..sizing import GIB, Fit
 from ..spec.models import Deployment
-from .common import gpu_env, model_path, port_scope
+from .common import gpu_env, model_path
 from .model import Service
 
 DEFAULT_PORT = 5000
@@ -38,7 +39,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         deployment=dep.name, node=node.name, role="server", stack="tabbyapi", name=f"rigctl-{dep.name}",
         argv=["python3", posixpath.join(INSTALL_DIR, "main.py"), "--config", config_path] + list(dep.extra_args),
         env=gpu_env(placed), files={config_path: render_config(ctx, dep, fit, port)},
-        port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
+        port=port, bind=dep.bind, port_scope=endpoint_scope(dep),
         gpus=[pg.gpu.id for pg in placed], gpu_indices=[pg.gpu_index for pg in placed],
         gpu_uuids=[pg.gpu.uuid for pg in placed if pg.gpu.uuid], health_path="/health",
         model_path=model_path(dep, ext=""), model_source=dep.model_file, secret_env=secret_env, shm_size="8g")]

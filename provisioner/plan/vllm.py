@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..exposure import endpoint_scope
 from ..sizing import Fit
 from ..spec.models import Deployment, ModelArch, Node
-from .common import fmt_num, gpu_env, model_path, node_address, port_scope
-from .model import Service
+from .common import fmt_num, gpu_env, model_path, node_address
+from .model import Port, Service
 
 DEFAULT_PORT = 8000
-RAY_PORT = 6379
-RAY_DASHBOARD_PORT = 8265
-# pinned so the firewall can name them; Ray picks random ports otherwise
+RAY_PORT = 6379  # GCS, on the head
+RAY_DASHBOARD_PORT = 8265  # head; job submission runs code, so rig subnet only
+RAY_CLIENT_PORT = 10001  # head; only with ray[client]
+# Every other Ray listener is pinned so the firewall can restrict it to the rig subnet:
+# unpinned, Ray picks random ports that fall to the chain's `policy accept`
+# (https://docs.ray.io/en/latest/ray-core/configure.html#ports-configurations).
 RAY_NODE_MANAGER_PORT = 6380
 RAY_OBJECT_MANAGER_PORT = 6381
+RAY_RUNTIME_ENV_AGENT_PORT = 6382
+RAY_DASHBOARD_AGENT_GRPC_PORT = 6383  # also the metrics agent
+RAY_METRICS_EXPORT_PORT = 6384
+RAY_DASHBOARD_AGENT_LISTEN_PORT = 6385  # Ray's default 52365 lies in Linux's ephemeral range
+RAY_MIN_WORKER_PORT, RAY_MAX_WORKER_PORT = 10002, 19999  # Ray's documented default range, made explicit
 # formats vLLM can produce from the BF16 checkpoint at load time
 ON_THE_FLY = {"fp8": "fp8", "nf4": "bitsandbytes"}
 
@@ -48,15 +57,18 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     if multi:
         services.append(_ray_service(dep, head, ["ray", "start", "--head", "--port", str(RAY_PORT),
                                                  "--node-ip-address", head_addr, "--dashboard-host", head_addr,
+                                                 "--dashboard-port", str(RAY_DASHBOARD_PORT),
+                                                 "--ray-client-server-port", str(RAY_CLIENT_PORT),
                                                  *_ray_ports(), "--block"],
                                      "ray-head", cluster_env(head), placed, head_addr, port=RAY_PORT,
-                                     extra=[RAY_DASHBOARD_PORT, RAY_NODE_MANAGER_PORT, RAY_OBJECT_MANAGER_PORT]))
+                                     extra=[Port(RAY_DASHBOARD_PORT, listens=False), Port(RAY_CLIENT_PORT, listens=False),
+                                            *_ray_node_ports()]))
         for w in workers:
             addr = node_address(w, addresses)
             services.append(_ray_service(dep, w, ["ray", "start", "--address", f"{head_addr}:{RAY_PORT}",
                                                   "--node-ip-address", addr, *_ray_ports(), "--block"],
                                          "ray-worker", cluster_env(w), placed, addr, port=None,
-                                         extra=[RAY_NODE_MANAGER_PORT, RAY_OBJECT_MANAGER_PORT]))
+                                         extra=_ray_node_ports()))
 
     port = dep.port or DEFAULT_PORT
     model_ref = model_reference(ctx, dep)
@@ -81,7 +93,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         server_env["RAY_ADDRESS"] = f"{head_addr}:{RAY_PORT}"
     services.append(Service(
         deployment=dep.name, node=head.name, role="server", stack="vllm", name=f"rigctl-{dep.name}",
-        argv=argv, env=server_env, port=port, bind=dep.bind, port_scope=port_scope(dep.bind),
+        argv=argv, env=server_env, port=port, bind=dep.bind, port_scope=endpoint_scope(dep),
         gpus=[pg.gpu.id for pg in head_gpus], gpu_indices=[pg.gpu_index for pg in head_gpus],
         gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid], health_path="/health",
         model_path=model_ref if dep.model_file else None, model_source=dep.model_file,
@@ -134,7 +146,22 @@ def fabric_nic(ctx, node: Node) -> str | None:
 
 
 def _ray_ports() -> list[str]:
-    return ["--node-manager-port", str(RAY_NODE_MANAGER_PORT), "--object-manager-port", str(RAY_OBJECT_MANAGER_PORT)]
+    """The flags that pin every listener Ray starts on each node (head and workers)."""
+    return ["--node-manager-port", str(RAY_NODE_MANAGER_PORT), "--object-manager-port", str(RAY_OBJECT_MANAGER_PORT),
+            "--runtime-env-agent-port", str(RAY_RUNTIME_ENV_AGENT_PORT),
+            "--dashboard-agent-grpc-port", str(RAY_DASHBOARD_AGENT_GRPC_PORT),
+            "--dashboard-agent-listen-port", str(RAY_DASHBOARD_AGENT_LISTEN_PORT),
+            "--metrics-export-port", str(RAY_METRICS_EXPORT_PORT),
+            "--min-worker-port", str(RAY_MIN_WORKER_PORT), "--max-worker-port", str(RAY_MAX_WORKER_PORT)]
+
+
+def _ray_node_ports() -> list[Port]:
+    """The firewall's view of _ray_ports(). The agents run only with ray[default], so verify
+    does not expect them to listen; the worker range is filtered as a whole."""
+    return [Port(RAY_NODE_MANAGER_PORT), Port(RAY_OBJECT_MANAGER_PORT),
+            *(Port(p, listens=False) for p in (RAY_RUNTIME_ENV_AGENT_PORT, RAY_DASHBOARD_AGENT_GRPC_PORT,
+                                               RAY_METRICS_EXPORT_PORT, RAY_DASHBOARD_AGENT_LISTEN_PORT)),
+            Port(RAY_MIN_WORKER_PORT, last=RAY_MAX_WORKER_PORT, listens=False)]
 
 
 def _ray_service(dep, node, argv, role, env, placed, addr, *, port, extra) -> Service:

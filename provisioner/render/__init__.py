@@ -4,6 +4,13 @@
 returns every file with its content (same input, same bytes); ``write`` puts them on
 disk and reports per file. The static roles and site.yml are copied from the package's
 playbooks/ so the rendered tree can be committed and run without rigctl.
+
+Every string rigctl derives from the spec reaches Ansible as ``!unsafe`` (inventory,
+group_vars, host_vars): specs come from pull requests, and a templated spec string would
+run on the controller. Values from the inventory override file (inventories/<env>/) are
+kept as written: that file is the operator's Ansible inventory, where templating
+(``lookup('env', …)``) is intended, and it can already run commands through its connection
+settings (``ansible_ssh_common_args: -o ProxyCommand=…``), so reviewing it is reviewing code.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from ..escape import Unrepresentable, Unsafe, ansible_unsafe
 from ..plan.model import Plan
 from ..resources import package_dir
 from ..rules.drivers import PROPRIETARY_ONLY_ARCHS
@@ -36,8 +44,9 @@ MANAGED_DIRS = ("inventory", "files", "roles", "plugins")  # rendered subtrees; 
 DEFAULT_DRIVER_BRANCH = 580
 
 
-class Unsafe(str):
-    """A spec-derived string that Ansible must not template (emitted as !unsafe)."""
+class RenderError(InventoryError):
+    """A spec value that a rendered file cannot carry literally (one line; exit 2 like a bad
+    inventory, which every render caller already reports)."""
 
 
 class _Dumper(yaml.SafeDumper):
@@ -46,16 +55,6 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v)))
-
-
-def _mark_unsafe(obj):
-    if isinstance(obj, str):
-        return Unsafe(obj) if any(m in obj for m in ("{{", "{%", "{#")) else obj
-    if isinstance(obj, dict):
-        return {k: _mark_unsafe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_mark_unsafe(v) for v in obj]
-    return obj
 
 
 def _yaml(data, rig: str) -> str:
@@ -75,7 +74,15 @@ def plan_addresses(ctx, overrides: InventoryOverrides) -> dict[str, str]:
 
 
 def render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | None = None) -> list[RenderedFile]:
-    """Every file of the rendered Ansible project, sorted by path."""
+    """Every file of the rendered Ansible project, sorted by path. Raises RenderError for a
+    value no consumer can carry literally (validate refuses those first)."""
+    try:
+        return _render_project(ctx, plan, inventory_overrides)
+    except Unrepresentable as exc:
+        raise RenderError(f"cannot render rig {ctx.rig.name}: {exc}") from None
+
+
+def _render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | None) -> list[RenderedFile]:
     ov = inventory_overrides or InventoryOverrides()
     rig = ctx.rig
     check_nodes(ov, [n.name for n in rig.nodes])
@@ -93,7 +100,7 @@ def render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | No
         if svc.node not in group:
             group.append(svc.node)
 
-    all_vars = _group_vars(ctx, plan)
+    all_vars = ansible_unsafe(_group_vars(ctx, plan))
     conn_all, other_all = split(ov.vars)
     all_vars.update(other_all)
     files.append(RenderedFile("inventory/group_vars/all.yml", _yaml(all_vars, rig.name)))
@@ -102,9 +109,8 @@ def render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | No
         svcs = by_node.get(node.name, [])
         host_vars = _host_vars(ctx, node, svcs, plan, spec_dir, all_vars["rigctl_profile"])
         _, other_host = split(ov.hosts.get(node.name, {}))
-        host_vars = _mark_unsafe(host_vars)
-        host_vars.update(other_host)
-        files.append(RenderedFile(f"inventory/host_vars/{node.name}.yml", _yaml(host_vars, rig.name)))
+        files.append(RenderedFile(f"inventory/host_vars/{node.name}.yml",
+                                  _yaml({**ansible_unsafe(host_vars), **other_host}, rig.name)))
         projects: dict[str, list] = {}
         for svc, sv in zip(svcs, host_vars["rigctl_services"]):
             if sv["deploy_mode"] == "native":
@@ -136,8 +142,8 @@ def _inventory(ctx, ov: InventoryOverrides, groups: dict[str, list[str]], conn_a
     for node in ctx.rig.nodes:
         h = {}
         if node.connection:
-            h = {"ansible_host": node.connection.address, "ansible_user": node.connection.ssh_user,
-                 "ansible_port": node.connection.ssh_port}
+            h = ansible_unsafe({"ansible_host": node.connection.address, "ansible_user": node.connection.ssh_user,
+                                "ansible_port": node.connection.ssh_port})
         conn, _ = split(ov.hosts.get(node.name, {}))
         h.update(conn)
         user = h.get("ansible_user", conn_all.get("ansible_user"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 
+from ..escape import bind_path, compose_name
 from ..plan.images import catalog
 from ..plan.model import Service
 from .services import compose_project
@@ -39,7 +40,8 @@ def healthcheck(svc: Service, entry: dict) -> list[str] | None:
         if kind == "python":
             return ["CMD", "python3", "-c", _PY_PROBE, url]
         return ["CMD", "curl", "-fsS", "-o", "/dev/null", url]
-    port = svc.port or (svc.extra_ports[0] if svc.extra_ports else None)
+    tcp = [p.port for p in svc.extra_ports if p.proto == "tcp" and p.last is None and p.listens]
+    port = svc.port or (tcp[0] if tcp else None)
     if port is None:
         return None
     # a listening socket, not a connection: rpc-server serves one client at a time
@@ -52,12 +54,10 @@ def service_values(rig: str, svc: Service, secrets: list[dict], offline: bool, s
     binary = svc.argv[0]
     if entry.get("bin_dir") and "/" not in binary:
         binary = posixpath.join(entry["bin_dir"], binary)
-    binds = []
-    if svc.model_path:
-        models = posixpath.dirname(svc.model_path.rstrip("/"))
-        binds.append(f"{models}:{models}:ro")
-    binds += [f"{p}:{p}:ro" for p in sorted(svc.files)]
-    binds += [f"{s['path']}:{s['path']}:ro" for s in secrets if s["format"] == "raw"]
+    # short-syntax mounts (SRC:DST:ro): bind_path refuses a ':' that would split one
+    paths = [posixpath.dirname(svc.model_path.rstrip("/"))] if svc.model_path else []
+    paths += sorted(svc.files) + [s["path"] for s in secrets if s["format"] == "raw"]
+    binds = [f"{p}:{p}:ro" for p in map(bind_path, paths)]
     ids = gpu_ids(svc)
     env = dict(svc.env)
     if ids and env.get("CUDA_VISIBLE_DEVICES", "").split(",") in ([str(i) for i in svc.gpu_indices], svc.gpu_uuids):
@@ -71,7 +71,8 @@ def service_values(rig: str, svc: Service, secrets: list[dict], offline: bool, s
         "key": svc.name, "image": svc.image, "pull_policy": "never" if offline else "missing",
         "entrypoint": [binary], "command": list(svc.argv[1:]), "env": env,
         "env_files": [s["path"] for s in secrets if s["format"] == "env"],
-        "volumes": binds + [f"{name}:{path}" for name, path in sorted(svc.volumes.items())],
+        "volumes": binds + [f"{compose_name(name, 'volume name')}:{bind_path(path)}"
+                            for name, path in sorted(svc.volumes.items())],
         "gpu_ids": ids, "ipc_host": svc.ipc_host, "shm_size": None if svc.ipc_host else svc.shm_size,
         "health": healthcheck(svc, entry), "interval_s": entry.get("interval_s", 10),
         "start_period_s": entry.get("start_period_s", 300), "timeout_s": HEALTH_TIMEOUT_S,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..check import CheckResult, check_file
 from ..diagnostics import Diagnostic, Severity
+from ..escape import Unrepresentable
 from ..plan import build_plan
 from ..plan.model import Plan
 from .inventory import InventoryOverrides, load_overrides
@@ -42,7 +43,12 @@ def prepare(spec: str, inventory: str | None = None, catalog_files: list[str] = 
     out = Prepared(res, overrides, model_facts=facts)
     if res.fatal or res.context is None or out.errors:
         return out
-    out.plan = build_plan(res.context, plan_addresses(res.context, overrides))
+    try:
+        out.plan = build_plan(res.context, plan_addresses(res.context, overrides))
+    except Unrepresentable as exc:
+        # a value a rendered file cannot carry literally (validate's patterns refuse most first)
+        res.diagnostics.append(res.load.locate(Diagnostic(
+            "unrepresentable-value", Severity.error, str(exc), path=exc.path)))
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 from pathlib import PurePosixPath
 
-from ..plan.model import Plan, Service
+from ..plan.model import Plan, Port, Service
 
 BIN_DIR = "/var/lib/rigctl/bin"
 SECRETS_DIR = "/etc/rigctl/secrets"
@@ -124,8 +124,13 @@ def native_unit_values(svc: Service, secrets: list[dict]) -> dict:
 
 
 def firewall_rules(services: list[Service]) -> list[dict]:
+    """One rule per (port or range, protocol) of the host's services; `port` is what nft writes
+    after `dport` (52413, or 10002-19999 for a range). The first service to claim a port sets its scope."""
     rules = {}
     for s in services:
-        for port in ([s.port] if s.port else []) + list(s.extra_ports):
-            rules.setdefault((port, "tcp"), {"port": port, "proto": "tcp", "scope": s.port_scope, "service": s.name})
+        ports = ([Port(s.port)] if s.port else []) + list(s.extra_ports)
+        for p in ports:
+            rules.setdefault((p.port, p.last or p.port, p.proto), {
+                "port": p.port if p.last is None else p.nft, "proto": p.proto,
+                "scope": p.scope or s.port_scope, "service": s.name})
     return [rules[k] for k in sorted(rules)]

@@ -1,51 +1,20 @@
 """Strict, sandboxed Jinja for render templates, with quoting filters.
 
-Spec text (argv, env, names) reaches systemd units and compose files; the filters
-here quote it for the consumer so it is never interpreted (no `$VAR`, no `%n`).
+Spec text (argv, env, names) reaches systemd units and compose files; templates pass
+every such value through a filter from ``provisioner.escape`` (one function per
+consumer), so it is never interpreted (no `$VAR`, no `%n`, no new YAML key or line).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from functools import lru_cache
 
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .. import escape
+from ..escape import compose_escape, systemd_env, systemd_word  # noqa: F401  (callers import them from here)
 from ..resources import package_dir
-
-_SAFE_WORD = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
-
-
-def _escape(text: str, *, dollar: bool) -> str:
-    out = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    out = out.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-    return out.replace("$", "$$") if dollar else out
-
-
-def systemd_word(text: str, expand: bool = False) -> str:
-    """One ExecStart word: literal unless expand=True (then ${VAR} is left to systemd)."""
-    text = str(text)
-    if _SAFE_WORD.match(text):
-        return text
-    return '"' + _escape(text, dollar=not expand) + '"'
-
-
-def systemd_env(value: str, key: str) -> str:
-    """An Environment= assignment (systemd does not expand $ there; % it does)."""
-    return '"' + _escape(f"{key}={value}", dollar=False) + '"'
-
-
-def compose_escape(value):
-    """Double `$` so compose interpolates nothing (recursively for lists)."""
-    if isinstance(value, (list, tuple)):
-        return [compose_escape(v) for v in value]
-    return str(value).replace("$", "$$")
-
-
-def _tojson(value) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 @lru_cache(maxsize=1)
@@ -54,8 +23,12 @@ def environment() -> ImmutableSandboxedEnvironment:
         loader=FileSystemLoader(str(package_dir("templates"))),
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(systemd_word=systemd_word, systemd_env=systemd_env,
-                       compose_escape=compose_escape, tojson=_tojson)
+    env.filters.update(systemd_word=escape.systemd_word, systemd_env=escape.systemd_env,
+                       systemd_text=escape.systemd_text, systemd_path=escape.systemd_path,
+                       systemd_name=escape.systemd_name,
+                       comment=escape.comment_text, compose_escape=escape.compose_escape,
+                       compose_name=escape.compose_name, env_name=escape.env_name,
+                       bind_path=escape.bind_path, yaml=escape.yaml_quote, yaml_flow=escape.yaml_flow)
     return env
 
 

@@ -12,6 +12,7 @@ import ipaddress
 import re
 
 from ..diagnostics import Severity
+from ..exposure import KEYED_STACKS, LOOPBACK, is_loopback, is_wildcard  # noqa: F401 (is_wildcard: re-exported)
 from ..spec.models import Deployment, Stack
 from .context import Context
 from .engine import rule
@@ -21,21 +22,22 @@ DEFAULT_PORTS = {
     Stack.llamacpp: 8080, Stack.llamacpp_rpc: 8080, Stack.ollama: 11434, Stack.vllm: 8000,
     Stack.tabbyapi: 5000, Stack.exo: 52415, Stack.petals: 31330,
 }
-LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
-def is_loopback(bind: str) -> bool:
+def _not_quite_loopback(bind: str) -> str:
+    """Why a bind that reads like loopback is not treated as one ("" when it does not read like it)."""
+    if bind.startswith("unix:") or bind.endswith(".sock"):
+        return (f" (a unix socket is not supported: rigctl's firewall and verify know only TCP ports, so "
+                f"{bind!r} counts as reachable from the network — bind to 127.0.0.1 instead)")
     b = bind.strip().strip("[]")
-    if b.lower() in LOOPBACK_NAMES or b.endswith(".sock") or b.startswith("unix:"):
-        return True
     try:
-        return ipaddress.ip_address(b).is_loopback
+        near = b in LOOPBACK or ipaddress.ip_address(b).is_loopback
     except ValueError:
-        return False
-
-
-def is_wildcard(bind: str) -> bool:
-    return bind.strip().strip("[]") in ("0.0.0.0", "::", "*", "")
+        near = False
+    if not near:
+        return ""
+    return (f" ({bind!r} is not exactly 127.0.0.1, ::1 or localhost, the only addresses rigctl "
+            "treats as loopback, so it counts as reachable from the network — write one of those)")
 
 
 def _port(dep: Deployment) -> int:
@@ -45,35 +47,51 @@ def _port(dep: Deployment) -> int:
 # ---------------------------------------------------------------- endpoint-auth
 
 
+_AUTH_IGNORED_FIX = {
+    Stack.ollama: "bind to 127.0.0.1 and put an authenticating reverse proxy (Caddy, nginx) in front",
+    Stack.exo: "bind to 127.0.0.1 and put an authenticating reverse proxy in front",
+    Stack.petals: "keep the swarm on a private fabric.subnet: rigctl's firewall admits only the rig subnet to its ports",
+}
+
+
 @rule("endpoint-auth", "error", "an endpoint reachable beyond loopback requires an API key", tags=("security",))
 def endpoint_auth(ctx: Context):
     for i, dep in enumerate(ctx.rig.serve):
+        if dep.auth is not None and dep.stack not in KEYED_STACKS:
+            yield endpoint_auth.finding(
+                f"{dep.name}: auth is ignored: {stack_name(dep.stack)} has no API key support, so rigctl passes the "
+                f"key to nothing and the endpoint stays open to whoever reaches it — remove auth, then "
+                f"{_AUTH_IGNORED_FIX[dep.stack]}",
+                ("serve", i, "auth"), tag="auth-ignored", severity=Severity.warning)
         if is_loopback(dep.bind) or dep.stack == Stack.petals:
             continue  # Petals has no HTTP API; its peer ports are cluster-port-exposure's
         path = ("serve", i, "bind")
         where = f"bound to {dep.bind}:{_port(dep)}"
+        why = _not_quite_loopback(dep.bind)
         if dep.stack == Stack.ollama:
-            ignored = " (auth is ignored: Ollama cannot check keys)" if dep.auth else ""
             yield endpoint_auth.finding(
-                f"{dep.name}: Ollama has no API key support{ignored}; {where} lets anyone who reaches it run and "
-                "pull models (ollama#14003: ~175,000 exposed servers) — bind to 127.0.0.1 and put an "
-                "authenticating reverse proxy (Caddy, nginx) in front",
+                f"{dep.name}: Ollama has no API key support; {where} lets anyone who reaches it run and pull models "
+                f"(ollama#14003: ~175,000 exposed servers){why}; rigctl's firewall admits only the rig subnet "
+                "to it — bind to 127.0.0.1 and put an authenticating reverse proxy (Caddy, nginx) in front",
                 path, tag="ollama")
         elif dep.stack == Stack.exo:
             yield endpoint_auth.finding(
                 f"{dep.name}: exo's API has no authentication, including /instance which creates and deletes "
-                f"placements; {where} exposes it — bind to 127.0.0.1 and put an authenticating reverse proxy in front",
+                f"placements, and exo always listens on 0.0.0.0 (it has no listen-address option): {where}{why} "
+                "leaves it to rigctl's firewall, which admits only the rig subnet — bind to 127.0.0.1 (the firewall "
+                "then keeps the API to loopback) and put an authenticating reverse proxy in front",
                 path, tag="exo")
         elif dep.auth is None and dep.stack == Stack.tabbyapi:
             yield endpoint_auth.finding(
-                f"{dep.name}: TabbyAPI {where} without auth generates a random api_key/admin_key into "
+                f"{dep.name}: TabbyAPI {where}{why} without auth generates a random api_key/admin_key into "
                 "api_tokens.yml on first start, so clients only get in with a key read from the host — set "
                 "auth: {file: …} or {vault: …} so rigctl manages the key",
                 path, tag="generated-key", severity=Severity.warning)
         elif dep.auth is None:
             yield endpoint_auth.finding(
-                f"{dep.name}: {stack_name(dep.stack)} {where} with no API key: anyone who reaches it can use the "
-                "model — add auth: {env: NAME} (or file/vault), or bind to 127.0.0.1",
+                f"{dep.name}: {stack_name(dep.stack)} {where}{why} with no API key: anyone who reaches it can use the "
+                "model (rigctl's firewall admits only the rig subnet to a port without a key) — add auth: "
+                "{env: NAME} (or file/vault), or bind to 127.0.0.1",
                 path, tag="no-auth")
         elif dep.stack == Stack.vllm:
             yield endpoint_auth.finding(
@@ -87,7 +105,8 @@ def endpoint_auth(ctx: Context):
 
 _CLUSTER_PORTS = {
     Stack.llamacpp_rpc: "rpc-server 50052/tcp (no auth, no TLS: 'never run the RPC server on an open network')",
-    Stack.vllm: "Ray 6379/tcp and torch.distributed/NCCL (insecure by default, can execute arbitrary code)",
+    Stack.vllm: ("Ray 6379-6385/tcp, 8265/tcp, 10001/tcp and workers 10002-19999/tcp, and torch.distributed/NCCL "
+                 "(insecure by default, can execute arbitrary code)"),
     Stack.exo: "exo 52413/udp discovery, 52414/tcp zenoh and 52415/tcp API (bound to 0.0.0.0, no auth)",
     Stack.petals: "Petals 31330/tcp server and 31337/tcp DHT (libp2p on 0.0.0.0, no auth)",
 }
@@ -133,6 +152,16 @@ def cluster_port_exposure(ctx: Context):
             "subnet (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16) or a VPN overlay such as WireGuard/Tailscale",
             ("fabric", "subnet"), tag="public-subnet")
         return
+
+    for i, dep in clustered:
+        if dep.stack == Stack.vllm:
+            yield cluster_port_exposure.finding(
+                f"{dep.name}: rigctl pins Ray's listeners and admits only {fabric.subnet} to them, but NCCL, gloo and "
+                "torch.distributed listen on ephemeral ports (net.ipv4.ip_local_port_range, 32768-60999 by default) "
+                "that no setting pins, so rigctl's firewall leaves them to the host's own policy (a filter on that "
+                "range would also drop the replies to the host's outgoing connections) — keep the nodes' other "
+                "interfaces behind a firewall or on a network only the rig reaches",
+                ("serve", i, "placement"), tag="unfiltered", severity=Severity.info)
 
     reported: set[int] = set()
     for _, dep in clustered:

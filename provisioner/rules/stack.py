@@ -6,6 +6,8 @@ of TabbyAPI/exo/Petals) and rules.md §4 (vLLM tensor parallel), §5, §10, §11
 
 from __future__ import annotations
 
+import math
+
 from .. import sizing
 from ..diagnostics import Severity
 from ..spec.models import Deployment, Stack
@@ -95,7 +97,9 @@ def _labels(gpus: list[PlacedGpu], limit: int = 8) -> str:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    # pairs (d, n // d) up to sqrt(n): a head count from a user catalog may be huge
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
 
 
 # ---------------------------------------------------------------- vllm-tensor-parallel
@@ -362,3 +366,112 @@ def rpc_image(ctx: Context):
                 ("serve", i, "stack"),
                 hint="set image: to one you build with -DGGML_RPC=ON (the same build on every node), "
                      "or drop deploy_mode: container to run the native build rigctl installs")
+
+
+# ---------------------------------------------------------------- extra-args-conflict
+
+# Flags each planner already writes, and the spec field that decides them. extra_args come
+# last on the command line, where the engines let the last value win: an override would make
+# the process listen, load or split differently from the plan that the firewall, the unit
+# and verify follow. (spec field, what rigctl derives from it)
+_LISTEN = ("bind", "the listen address, which the firewall and verify follow")
+_PORT = ("port", "the port the firewall filters and verify probes")
+_AUTH = ("auth", "the API key, kept out of the spec and the process list")
+_MODEL = ("model / model_file", "the model rigctl copies, sizes and names")
+_PLACE = ("placement", "the layer split the memory fit computed")
+_LLAMACPP = {
+    ("--host",): _LISTEN, ("--port",): _PORT, ("--api-key", "--api-key-file"): _AUTH,
+    ("-m", "--model", "-mu", "--model-url", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file"): _MODEL,
+    ("-c", "--ctx-size"): ("context_tokens", "the context the memory fit sized, times parallel_sequences"),
+    ("-np", "--parallel"): ("parallel_sequences", "the parallel slots the KV cache was sized for"),
+    ("-ngl", "--gpu-layers", "--n-gpu-layers"): _PLACE,
+    ("-ts", "--tensor-split"): ("tensor_split", "the per-GPU layer split the memory fit computed"),
+    ("--rpc",): ("placement", "the RPC workers rigctl starts on the other nodes"),
+    ("-ctk", "--cache-type-k", "-ctv", "--cache-type-v"): ("kv_cache_type", "the KV cache type the fit sized"),
+    ("-fa", "--flash-attn"): ("flash_attention", "flash attention, which a quantized KV cache needs"),
+}
+_VLLM = {
+    ("--host",): _LISTEN, ("--uds",): _LISTEN, ("--port",): _PORT, ("--api-key",): _AUTH,
+    ("--model",): _MODEL, ("--served-model-name",): ("name", "the model name clients and verify ask for"),
+    ("-tp", "--tensor-parallel-size"): ("tensor_parallel", "the tensor-parallel size the fit and Ray layout use"),
+    ("-pp", "--pipeline-parallel-size"): ("pipeline_parallel", "the pipeline stages, one per node"),
+    ("--max-model-len",): ("context_tokens", "the context the memory fit sized"),
+    ("--gpu-memory-utilization",): ("gpu_memory_utilization", "the memory share the fit assumed"),
+    ("--kv-cache-dtype",): ("kv_cache_type", "the KV cache type the fit sized"),
+    ("--max-num-seqs",): ("parallel_sequences", "the concurrency the KV cache was sized for"),
+    ("-q", "--quantization"): ("format", "the weight format the fit sized"),
+    ("--distributed-executor-backend",): ("placement", "Ray across nodes, which rigctl starts"),
+}
+_TABBYAPI = {  # common/args.py: one --flag per config.yml key
+    ("--host",): _LISTEN, ("--port",): _PORT, ("--disable-auth",): _AUTH,
+    ("--config",): ("the deployment's fields", "config.yml, which rigctl writes"),
+    ("--model-dir", "--model-name"): _MODEL, ("--backend",): ("format", "the backend for the weight format"),
+    ("--max-seq-len", "--cache-size"): ("context_tokens", "the context and cache the memory fit sized"),
+    ("--cache-mode",): ("kv_cache_type", "the KV cache type the fit sized"),
+    ("--tensor-parallel",): ("tensor_parallel", "the layout the fit computed"),
+    ("--gpu-split", "--gpu-split-auto"): ("gpu_split_gb", "the per-GPU split the fit computed"),
+    ("--log-prompt", "--log-generation-params", "--log-requests"):
+        ("no field", "logging off, so prompts stay out of the journal"),
+}
+_EXO = {
+    ("--api-port",): _PORT, ("--no-api",): ("placement", "the API on the first node only"),
+    ("--bootstrap-peers",): ("placement", "the peer list of the deployment's nodes"),
+    ("--namespace",): ("name", "the private namespace that keeps other exo clusters out"),
+    ("--zenoh-port", "--discovery-port"): ("no field", "the peer ports the firewall filters (52414/tcp, 52413/udp)"),
+}
+_PETALS = {  # petals.cli.run_server (underscores; spelled with dashes here, see _normal)
+    ("--port", "--host-maddrs", "--announce-maddrs", "--public-ip"):
+        ("placement", "the per-GPU ports and addresses the firewall filters"),
+    ("--initial-peers", "--new-swarm"): ("swarm.initial_peers", "the private swarm; the default is the public one"),
+    ("--block-indices", "--num-blocks"): ("placement", "the block ranges that cover the model exactly once"),
+    ("--quant-type", "--torch-dtype"): ("format", "the weight format the fit sized"),
+}
+PLANNED_FLAGS = {
+    Stack.llamacpp: _LLAMACPP, Stack.llamacpp_rpc: _LLAMACPP, Stack.vllm: _VLLM, Stack.tabbyapi: _TABBYAPI,
+    Stack.exo: _EXO, Stack.petals: _PETALS,
+    # Ollama takes no flags: the plan configures `ollama serve` by environment
+}
+# argparse-based engines: --max_model_len means --max-model-len (vLLM), and a unique prefix
+# of a long option selects it
+_ARGPARSE = (Stack.vllm, Stack.tabbyapi, Stack.exo, Stack.petals)
+
+
+def _normal(flag: str, stack: Stack) -> str:
+    return flag.replace("_", "-") if stack in _ARGPARSE and flag.startswith("--") else flag
+
+
+def _planned(flag: str, stack: Stack) -> tuple[str, tuple[str, str]] | None:
+    """(planned flag, (field, what)) that an extra_args item sets, if any."""
+    table = PLANNED_FLAGS.get(stack, {})
+    name = _normal(flag.partition("=")[0], stack)
+    if not name.startswith("-"):
+        return None
+    for flags, why in table.items():
+        if name in flags:
+            return name, why
+    if stack in _ARGPARSE and name.startswith("--") and len(name) >= 6:
+        hits = [(f, why) for flags, why in table.items() for f in flags if f.startswith(name)]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+@rule("extra-args-conflict", "error", "extra_args do not set what rigctl already sets from the spec",
+      tags=("stack", "security"))
+def extra_args_conflict(ctx: Context):
+    for i, dep in enumerate(ctx.rig.serve):
+        for j, arg in enumerate(dep.extra_args):
+            hit = _planned(arg, dep.stack)
+            if hit is None:
+                continue
+            flag, (field, what) = hit
+            fix = ("remove it" if field == "no field"
+                   else f"remove it and set {field} instead")
+            given = arg.partition("=")[0]
+            sets = (flag if arg == flag else f"{flag} ({arg})" if given == flag
+                    else f"{arg} (read as {flag})")
+            source = "itself" if field == "no field" else f"from {field}"
+            yield extra_args_conflict.finding(
+                f"{dep.name}: extra_args[{j}] sets {sets}, which rigctl already sets {source} ({what}); extra_args "
+                f"come last, so {stack_name(dep.stack)} would run differently from the plan — {fix}",
+                ("serve", i, "extra_args", j), flag=flag)

@@ -96,7 +96,8 @@ def build_checks(ctx: Context, plan: Plan, hosts: list[InventoryHost], budget_s:
             place = _placement_path(ctx, di, h.name) if di is not None else node_path
             checks.add("service", h.name, s.name, "verify-service", place, name=s.name,
                        mode=_deploy_mode(h, s))
-            ports = ([(s.port, s.bind)] if s.port else []) + [(p, "0.0.0.0") for p in s.extra_ports]
+            ports = ([(s.port, s.bind)] if s.port else []) + [(p.port, "0.0.0.0") for p in s.extra_ports
+                                                           if p.proto == "tcp" and p.last is None and p.listens]
             for port, bind in ports:
                 port_path = dep_path + ("port",) if s.role == "server" and di is not None and \
                     ctx.rig.serve[di].port is not None else place

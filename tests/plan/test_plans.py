@@ -126,7 +126,7 @@ def test_vllm_ray_cluster_tp_within_pp_across(root):
     (srv,) = services(plan, "server")
     assert ray_head.node == "gpu-a" and ray_worker.node == "gpu-b" and srv.node == "gpu-a"
     assert ray_head.argv[:5] == ["ray", "start", "--head", "--port", "6379"]
-    assert ray_head.port == 6379 and 8265 in ray_head.extra_ports
+    assert ray_head.port == 6379 and 8265 in [p.port for p in ray_head.extra_ports]
     assert ray_worker.argv[:4] == ["ray", "start", "--address", "10.0.1.11:6379"]
     assert ray_worker.argv[-1] == "--block"
     for s in (ray_head, ray_worker, srv):
@@ -146,7 +146,7 @@ def test_exo_one_service_per_node_with_layers(root):
     assert (a.node, b.node) == ("studio1", "studio2")
     assert a.env["RIGCTL_EXPECTED_LAYERS"] == "0-62" and b.env["RIGCTL_EXPECTED_LAYERS"] == "63-125"
     assert a.port == 52415 and "--no-api" in b.argv
-    assert a.extra_ports == [52414, 52413] and a.port_scope == "subnet"
+    assert [(p.port, p.proto) for p in a.extra_ports] == [(52414, "tcp"), (52413, "udp")]
     assert b.env["EXO_BOOTSTRAP_PEERS"] == "/ip4/10.0.2.1/tcp/52414"
     assert "CUDA_VISIBLE_DEVICES" not in a.env  # macOS
 

@@ -22,6 +22,17 @@ EXAMPLES = [p for p in sorted((ROOT / "examples").glob("*.yaml")) if check_file(
 BIN = Path(sys.executable).parent
 
 
+class AnsibleLoader(yaml.SafeLoader):
+    """PyYAML plus Ansible's !unsafe tag (render marks every spec string with it)."""
+
+
+AnsibleLoader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
+def load_ansible_yaml(text: str):
+    return yaml.load(text, Loader=AnsibleLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def render(spec: Path, inventory: Path | None = None):
     prep = prepare(str(spec), str(inventory) if inventory else None)
     assert prep.plan is not None, [d.message for d in prep.errors]
@@ -70,7 +81,7 @@ def test_secrets_are_references_only(monkeypatch):
     monkeypatch.setenv("RIGCTL_LAB_API_KEY", "sentinel-secret-4f1c")
     files = files_of(LAB_SPEC, LAB_INV)
     assert not [p for p, c in files.items() if "sentinel-secret-4f1c" in c]
-    h1 = yaml.safe_load(files["inventory/host_vars/h1.yml"])
+    h1 = load_ansible_yaml(files["inventory/host_vars/h1.yml"])
     server = h1["rigctl_services"][0]
     assert server["secret_files"] == [{"path": "/etc/rigctl/secrets/tiny.key", "ref": {"env": "RIGCTL_LAB_API_KEY"},
                                        "var": "LLAMA_API_KEY_FILE", "format": "raw"}]
@@ -82,20 +93,20 @@ def test_secrets_are_references_only(monkeypatch):
 
 def test_lab_inventory_and_vars():
     files = files_of(LAB_SPEC, LAB_INV)
-    inv = yaml.safe_load(files["inventory/hosts.yml"])["all"]
+    inv = load_ansible_yaml(files["inventory/hosts.yml"])["all"]
     assert inv["children"]["llamacpp_rpc"]["hosts"] == {"h2": None}
     assert inv["children"]["llamacpp_server"]["hosts"] == {"h1": None}
     assert inv["children"]["gpu_nodes"]["hosts"] == {}
     assert inv["children"]["rig"]["hosts"]["h1"]["ansible_host"] == "10.213.0.11"
     assert "id_ed25519" in inv["vars"]["ansible_ssh_private_key_file"]
-    all_vars = yaml.safe_load(files["inventory/group_vars/all.yml"])
+    all_vars = load_ansible_yaml(files["inventory/group_vars/all.yml"])
     assert all_vars["rigctl_profile"] == "lab" and all_vars["rigctl_rig_subnet"] == "10.213.0.0/24"
     assert "llama.cpp-0.3.36/bin" in all_vars["rigctl_artifacts_dir"]  # from inventories/lab, not the spec
-    h2 = yaml.safe_load(files["inventory/host_vars/h2.yml"])
+    h2 = load_ansible_yaml(files["inventory/host_vars/h2.yml"])
     assert h2["rigctl_firewall_rules"] == [{"port": 50052, "proto": "tcp", "scope": "subnet", "service": "rigctl-tiny-rpc"}]
     assert h2["rigctl_gpu_required"] is False
     assert "ExecStart=/var/lib/rigctl/bin/rpc-server --host 10.213.0.12 --port 50052\n" in files["files/h2/rigctl-tiny-rpc.service"]
-    h1 = yaml.safe_load(files["inventory/host_vars/h1.yml"])
+    h1 = load_ansible_yaml(files["inventory/host_vars/h1.yml"])
     assert h1["rigctl_services"][0]["depends_on"] == [
         {"node": "h2", "service": "rigctl-tiny-rpc", "address": "10.213.0.12", "port": 50052}]
 
@@ -110,7 +121,7 @@ def test_inventory_override_changes_address_and_becomes(tmp_path):
     (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    h1: {ansible_host: 192.0.2.5, ansible_user: ops}\n")
     ov = load_overrides(tmp_path)
     assert ov.address("h1") == "192.0.2.5"
-    inv = yaml.safe_load({f.path: f.content for f in render(LAB_SPEC, tmp_path)}["inventory/hosts.yml"])
+    inv = load_ansible_yaml({f.path: f.content for f in render(LAB_SPEC, tmp_path)}["inventory/hosts.yml"])
     h1 = inv["all"]["children"]["rig"]["hosts"]["h1"]
     assert h1["ansible_host"] == "192.0.2.5" and h1["ansible_become"] is True
 
@@ -120,7 +131,7 @@ def test_ssh_options_without_host_key_checking_say_so_to_mitogen_too(tmp_path, l
     args = {"ansible_ssh_common_args": "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"}
     doc = {"vars": args} if level == "vars" else {"hosts": {"h1": args}}
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": doc}))
-    inv = yaml.safe_load(files_of(LAB_SPEC, tmp_path)["inventory/hosts.yml"])
+    inv = load_ansible_yaml(files_of(LAB_SPEC, tmp_path)["inventory/hosts.yml"])
     where = inv["all"]["vars"] if level == "vars" else inv["all"]["children"]["rig"]["hosts"]["h1"]
     assert where["ansible_host_key_checking"] is False
 
@@ -130,7 +141,7 @@ def test_host_key_checking_is_left_alone_when_ssh_options_keep_it_or_the_invento
         "vars": {"ansible_ssh_common_args": "-o StrictHostKeyChecking=yes"},
         "hosts": {"h2": {"ansible_ssh_extra_args": "-o StrictHostKeyChecking=no", "ansible_host_key_checking": True}}}}))
     text = files_of(LAB_SPEC, tmp_path)["inventory/hosts.yml"]
-    inv = yaml.safe_load(text)
+    inv = load_ansible_yaml(text)
     assert "ansible_host_key_checking" not in inv["all"].get("vars", {})
     assert inv["all"]["children"]["rig"]["hosts"]["h2"]["ansible_host_key_checking"] is True
 
