@@ -24,7 +24,7 @@ from ..escape import Unrepresentable, Unsafe, ansible_unsafe
 from ..plan.model import Plan
 from ..resources import package_dir
 from ..rules.drivers import PROPRIETARY_ONLY_ARCHS
-from . import compose
+from . import compose, yamlemit
 from . import services as svcmod
 from .files import OutputDirError, OutputLocked, RenderedFile, WriteResult, write
 from .inventory import (
@@ -57,10 +57,14 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v)))
 
 
-def _yaml(data, rig: str) -> str:
-    body = yaml.dump(data, Dumper=_Dumper, sort_keys=True, default_flow_style=False,
+def _pyyaml(data) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=True, default_flow_style=False,
                      allow_unicode=True, width=120, explicit_start=True)
-    return HEADER.format(rig=rig) + body
+
+
+def _yaml(data, rig: str) -> str:
+    # the same bytes as _pyyaml, without PyYAML's per-event cost (a host_vars file per node)
+    return HEADER.format(rig=rig) + yamlemit.dump(data, fallback=_pyyaml, tags={Unsafe: "!unsafe"})
 
 
 def plan_addresses(ctx, overrides: InventoryOverrides) -> dict[str, str]:
