@@ -32,13 +32,16 @@ def text(diags: list[Diagnostic], *, color: bool = False) -> str:
         lines.append(f"{loc}: {sev} {d.rule}: {d.message}")
         if d.hint:
             lines.append(f"    hint: {d.hint}")
-    c = counts(diags)
-    if not diags:
-        lines.append("no problems found")
-    else:
-        parts = [f"{c[s]} {s}{'s' if c[s] != 1 else ''}" for s in ("error", "warning", "info") if c[s]]
-        lines.append(", ".join(parts))
+    lines.append(summary(diags))
     return "\n".join(lines) + "\n"
+
+
+def summary(diags: list[Diagnostic]) -> str:
+    """'2 errors, 1 warning' or 'no problems found'."""
+    if not diags:
+        return "no problems found"
+    c = counts(diags)
+    return ", ".join(f"{c[s]} {s}{'s' if c[s] != 1 else ''}" for s in ("error", "warning", "info") if c[s])
 
 
 def as_dicts(diags: list[Diagnostic]) -> list[dict]:

@@ -10,6 +10,8 @@ Everything internal is GiB (2^30 bytes).
 
 from __future__ import annotations
 
+import heapq
+
 import math
 from dataclasses import dataclass, field, replace
 
@@ -189,10 +191,19 @@ def _balanced_split(caps: list[float], fixed: list[float], per_layer: float, n_l
     if sum(room) <= 0 or per_layer <= 0:
         return [1.0] * len(caps)
     counts = [0] * len(caps)
+
+    def left(i: int) -> float:  # relative room left on device i after one more layer
+        return (room[i] - (counts[i] + 1) * per_layer) / max(caps[i], 1e-9)
+
+    # put each next layer where the most room would be left, relative to capacity; only the
+    # chosen device's score changes, so a heap keeps this O(layers x log devices) for fleets
+    # (ties go to the lowest index, as max() over the devices did)
+    heap = [(-left(i), i) for i in range(len(caps))]
+    heapq.heapify(heap)
     for _ in range(n_layers):
-        # put the next layer where the most room would be left, relative to capacity
-        best = max(range(len(caps)), key=lambda i: (room[i] - (counts[i] + 1) * per_layer) / max(caps[i], 1e-9))
+        _, best = heapq.heappop(heap)
         counts[best] += 1
+        heapq.heappush(heap, (-left(best), best))
     return [float(c) for c in counts]
 
 

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..diagnostics import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Severity
+from ..diagnostics import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Diagnostic, Severity
 from .validate import add_catalog_arg
 
 PLAN_SCHEMA_VERSION = 1
@@ -49,16 +49,22 @@ def run(args) -> int:
     )
 
     error_exit = EXIT_FINDINGS if args.detailed_exitcode else EXIT_USAGE
+
+    def cannot_plan(diags) -> int:
+        # --format json promises one JSON document on stdout, also when the input is unreadable
+        sys.stderr.write(report.text(diags))
+        if args.format == "json":
+            sys.stdout.write(report.to_json(diags, plan=None))
+        return error_exit
+
     res = check_file(args.spec, catalog_files=args.catalog)
     if res.fatal or res.context is None:
-        sys.stderr.write(report.text(res.diagnostics))
-        return error_exit
+        return cannot_plan(res.diagnostics)
     try:
         spath = Path(args.state) if args.state else state_path(default_render_dir(args.spec, res.context.rig.name))
         old = load_state(spath)
     except StateError as exc:
-        sys.stderr.write(f"rigctl: {exc}\n")
-        return error_exit
+        return cannot_plan([Diagnostic("state", Severity.error, str(exc))])
     facts = spec_model_facts(res.context, args.spec, cache=None if args.refresh or not old else old.get("model_files"))
     usable = usable_facts(facts)
     if usable:  # judge memory on the real file sizes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from ..diagnostics import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Severity
@@ -32,7 +33,10 @@ def add_output_args(p) -> None:
 
 
 def emit(text: str, output: str | None) -> None:
-    """Write a report to stdout or atomically to a file (never half-written)."""
+    """Write a report to stdout or atomically to a file (never half-written).
+
+    The file gets the mode a plain open() would give (0644 under the usual umask, not
+    mkstemp's 0600): a report is for CI viewers and other users to read."""
     if not output:
         sys.stdout.write(text)
         return
@@ -41,9 +45,19 @@ def emit(text: str, output: str | None) -> None:
 
     d = os.path.dirname(os.path.abspath(output))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".rigctl-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, output)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def exit_code(diags, strict: bool) -> int:
@@ -59,17 +73,24 @@ def run(args) -> int:
     from ..rules.engine import load_rules
 
     all_diags = []
-    fatal = False
+    unreadable = []  # why an input could not be checked at all
     for spec in args.spec:
         res = check_file(spec, catalog_files=args.catalog, only=set(args.only) or None, skip=set(args.skip) or None)
         all_diags += res.diagnostics
-        fatal = fatal or res.fatal
+        if res.fatal:
+            unreadable += res.load.diagnostics
+    fatal = bool(unreadable)
     try:
         emit(report.render(all_diags, args.format, rules=load_rules(), color=sys.stdout.isatty() and not args.output),
              args.output)
     except OSError as exc:
         sys.stderr.write(f"rigctl: cannot write report: {exc}\n")
         return EXIT_USAGE
+    if args.output:
+        # the report went to a file: still say on stderr what kept the input from being checked
+        for d in unreadable:
+            sys.stderr.write(f"{d.location or '<rig>'}: {d.severity.value} {d.rule}: {d.message}\n")
+        sys.stderr.write(f"rigctl: {report.summary(all_diags)}; report written to {args.output}\n")
     if fatal:
         return EXIT_USAGE
     return exit_code(all_diags, args.strict)

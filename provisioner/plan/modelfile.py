@@ -203,7 +203,13 @@ def model_file_facts(ctx, spec_dir: str | Path, cache: dict[str, dict] | None = 
         p = Path(dep.model_file).expanduser()
         if not p.is_absolute():
             p = Path(spec_dir) / p
-        if not p.exists():
+        try:
+            exists = p.exists()
+        except OSError as exc:  # ENAMETOOLONG: the spec's directory plus model_file exceeds PATH_MAX
+            out[dep.name] = {"note": f"model_file cannot be looked up ({exc.strerror}); "
+                                     "weights are estimated from the catalog (params x bits per weight)"}
+            continue
+        if not exists:
             out[dep.name] = {"note": f"model_file {dep.model_file} not found on this machine; "
                                      "weights are estimated from the catalog (params x bits per weight)"}
             continue

@@ -17,6 +17,8 @@ FLOP per token against the GPUs' dense FP16 tensor TFLOPS.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -226,6 +228,10 @@ def prompt_range(ctx, dep: Deployment, fit: Fit) -> tuple[float | None, float | 
             worst = max(worst, flop / (tflops[e.id] * 1e12))
         t += worst
     eff = c["prompt_efficiency"]
+    # a model of a few thousand parameters rounds to no compute time at all: there is no
+    # meaningful compute-bound rate then (and dividing would fail), so none is quoted
+    if not t > 0 or not math.isfinite(eff["high"] / t):
+        return None, None
     return round(eff["low"] / t), round(eff["high"] / t)
 
 

@@ -18,12 +18,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..yamlio import SafeLoader as _SafeLoader
+from . import inputfile, yamlload
 
 
 class Entry(BaseModel):
     # validators are built on first use: the shipped catalogs are checked by the test
     # suite and loaded with model_construct, which keeps `rigctl validate` starting fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    # user catalogs are input like the spec: no NaN or infinity (they crash the rules)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
     id: str
     name: str
     aliases: list[str] = Field(default_factory=list)
@@ -46,10 +48,10 @@ class GpuEntry(Entry):
     vendor: Literal["nvidia", "apple", "amd", "intel"]
     architecture: str
     form_factor: Literal["pcie", "sxm", "soc", "oam"]
-    memory_gib: float
+    memory_gib: float = Field(gt=0, le=1_048_576)
     usable_memory_fraction: float = 1.0
     reserved_mib: int = 0
-    bandwidth_gbs: float
+    bandwidth_gbs: float = Field(gt=0, le=1_000_000)  # divides in the speed estimate
     board_power_w: int | None = None
     transient_peak_w: int | None = None
     transient_note: str | None = None
@@ -71,17 +73,19 @@ class GpuEntry(Entry):
 
 
 class ModelEntry(Entry):
+    # the same bounds as an inline spec model (spec.models.ModelArch), which say why:
+    # they keep the per-layer and per-divisor work finite
     architecture: str
-    params_b: float
-    active_params_b: float | None = None
-    layers: int
-    attention_heads: int
-    kv_heads: int
-    head_dim: int
-    hidden_size: int | None = None
-    vocab_size: int
-    max_context: int
-    experts: int | None = None
+    params_b: float = Field(gt=0, le=10_000)
+    active_params_b: float | None = Field(None, gt=0, le=10_000)
+    layers: int = Field(gt=0, le=4096)
+    attention_heads: int = Field(gt=0, le=4096)
+    kv_heads: int = Field(gt=0, le=4096)
+    head_dim: int = Field(gt=0, le=65_536)
+    hidden_size: int | None = Field(None, gt=0, le=1_048_576)
+    vocab_size: int = Field(gt=0, le=16_777_216)
+    max_context: int = Field(gt=0, le=1_073_741_824)
+    experts: int | None = Field(None, gt=0, le=65_536)
 
     @property
     def active_b(self) -> float:
@@ -167,9 +171,11 @@ class Catalog:
         return Catalog(tables)
 
 
-def _parse(kind: str, items, file: str) -> list[Entry]:
+def _parse(kind: str, items, file: str, line_of=None) -> list[Entry]:
+    """Validated entries; ``line_of(path)`` gives the line of a path into the file's data."""
+    line_of = line_of or (lambda path: 1)
     if not isinstance(items, list):
-        raise CatalogError(f"'{kind}' must be a list of entries", file)
+        raise CatalogError(f"'{kind}' must be a list of entries", file, line_of((kind,)))
     out = []
     for i, item in enumerate(items):
         try:
@@ -178,21 +184,25 @@ def _parse(kind: str, items, file: str) -> list[Entry]:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
             ident = item.get("id", f"#{i}") if isinstance(item, dict) else f"#{i}"
-            raise CatalogError(f"{kind} entry {ident}: {loc}: {first['msg']}", file) from None
+            raise CatalogError(f"{kind} entry {ident}: {loc}: {first['msg']}", file,
+                               line_of((kind, i, *first["loc"]))) from None
     return out
 
 
 def _read_user_file(path: Path) -> dict[str, list[Entry]]:
+    # A user catalog is input like the spec, read the same way: a regular file of bounded
+    # size, YAML with duplicate keys, alias bombs, control characters and deep nesting
+    # refused at their line (PyYAML's loader recursed into a RecursionError).
+    name = str(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"cannot read catalog file: {exc}", str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise CatalogError(f"invalid YAML: {getattr(exc, 'problem', exc)}", str(path), mark.line + 1 if mark else 1) from None
+        data, positions = yamlload.load(yamlload.decode(inputfile.read_bounded(path, what="catalog")))
+    except inputfile.InputFileError as exc:
+        raise CatalogError(f"cannot read catalog file: {exc.message}", name) from None
+    except yamlload.YamlError as exc:
+        raise CatalogError(exc.message, name, exc.line) from None
     if not isinstance(data, dict) or not set(data) <= set(KINDS):
-        raise CatalogError(f"a catalog file is a mapping with any of: {', '.join(KINDS)}", str(path))
-    return {k: _parse(k, v, str(path)) for k, v in data.items()}
+        raise CatalogError(f"a catalog file is a mapping with any of: {', '.join(KINDS)}", name)
+    return {k: _parse(k, v, name, lambda p: positions.locate(data, p)[0]) for k, v in data.items()}
 
 
 def _construct(kind: str, item: dict) -> Entry:

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..diagnostics import Diagnostic, Location, Severity, path_str
-from . import yamlload
-from .models import Rig
+from . import inputfile, yamlload
+from .models import PATTERN_HELP, Rig
 
 
 @dataclass
@@ -44,26 +44,13 @@ def _fatal(file: str, message: str, line: int = 1, col: int = 1, rule: str = "ya
 
 
 def read_text(path: str | Path) -> tuple[str | None, LoadResult | None]:
-    p = Path(path)
+    """The decoded text of a spec file, or a fatal LoadResult saying why it cannot be read."""
     name = str(path)
     try:
-        size = p.stat().st_size
-        if p.is_dir():
-            return None, _fatal(name, "is a directory, not a rig spec file", rule="input")
-    except OSError as exc:
-        return None, _fatal(name, f"cannot read file: {exc.strerror or exc}", rule="input")
-    if size > yamlload.MAX_FILE_BYTES:
-        return None, _fatal(
-            name,
-            f"file is {size / 1e6:.1f} MB; rig specs are limited to {yamlload.MAX_FILE_BYTES / 1e6:.0f} MB "
-            "(is this the right file?)",
-            rule="input",
-        )
-    try:
-        raw = p.read_bytes()
+        raw = inputfile.read_bounded(path, limit=yamlload.MAX_FILE_BYTES, what="rig spec")
         return yamlload.decode(raw), None
-    except OSError as exc:
-        return None, _fatal(name, f"cannot read file: {exc.strerror or exc}", rule="input")
+    except inputfile.InputFileError as exc:
+        return None, _fatal(name, exc.message, rule="input")
     except yamlload.YamlError as exc:
         return None, _fatal(name, exc.message, exc.line, exc.column, rule="encoding")
 
@@ -183,13 +170,37 @@ def _schema_diagnostic(err: dict, data: Any) -> Diagnostic:
         msg = str(err.get("ctx", {}).get("error", err["msg"]))
         return Diagnostic("schema[value]", Severity.error, f"{where}: {msg}", path=loc)
     if kind == "string_pattern_mismatch":
-        return Diagnostic("schema[value]", Severity.error,
-                          f"{where}: {value!r} must be lowercase letters, digits and dashes", path=loc)
+        pattern = err.get("ctx", {}).get("pattern", "")
+        expects = PATTERN_HELP.get(pattern) or _description(loc) or f"text matching {pattern}"
+        return Diagnostic("schema[value]", Severity.error, f"{where}: {_shown(value)} must be {expects}", path=loc)
     msg = err["msg"]
     if unit and kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_type", "float_type"):
         msg += f" (in {unit})"
-    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
-    return Diagnostic("schema[type]", Severity.error, f"{where}: {msg[0].lower() + msg[1:]}{shown}", path=loc)
+    shown = "" if isinstance(value, (dict, list)) else f" (got {_shown(value)})"
+    text = f"{where}: {msg[0].lower() + msg[1:]}{shown}"
+    if kind in ("less_than", "less_than_equal", "greater_than", "greater_than_equal", "finite_number", "too_long"):
+        about = _description(loc)
+        if about:  # the description carries the reason for the bound
+            text += f"; {field_name}: {about}"
+    return Diagnostic("schema[type]", Severity.error, text, path=loc)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr() of a user value, cut short: a 10 MB string must not become a 10 MB message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
+def _description(loc: tuple) -> str | None:
+    """The description of the field at ``loc`` (list indexes after it skipped)."""
+    keys = list(loc)
+    while keys and isinstance(keys[-1], int):
+        keys.pop()
+    if not keys:
+        return None
+    model = _model_at(tuple(keys))
+    f = model.model_fields.get(keys[-1]) if model else None
+    return f.description if f else None
 
 
 def _is_internal(part: str) -> bool:

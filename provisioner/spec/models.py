@@ -9,21 +9,126 @@ unknown id is reported at its position with a "did you mean".
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPEC_VERSION = 1
 
-Name = Annotated[
-    str,
-    Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", description="lowercase letters, digits and dashes"),
-]
+# ---------------------------------------------------------------- identifier patterns
+#
+# Values that become names elsewhere (inventory hostnames, unit and container names,
+# interface names in firewall rules, device ids in compose files) are refused here, at
+# their position in the spec, rather than escaped later. PATTERN_HELP says in words what
+# each pattern expects; the loader puts that text into the "does not match" message.
+# Patterns stay in the subset that pydantic (Rust regex), Python `re` and JSON Schema
+# (ECMA-262) read alike: no look-around, \xHH and \uHHHH escapes only.
+
+# C0 and C1 controls, DEL, line/paragraph separators, bidi overrides (they make text read
+# differently from what it is) and the non-characters U+FFFE/U+FFFF.
+_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufffe\uffff"
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+GPU_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# `nvidia-smi -L`: "GPU-<uuid>", and for MIG devices "MIG-<uuid>" (R470+) or the older
+# "MIG-GPU-<uuid>/<gi>/<ci>" (https://docs.nvidia.com/datacenter/tesla/mig-user-guide/)
+GPU_UUID_PATTERN = r"^(GPU-[0-9a-fA-F-]{8,64}|MIG-[0-9a-fA-F-]{8,64}|MIG-GPU-[0-9a-fA-F-]{8,64}/[0-9]{1,3}/[0-9]{1,3})$"
+# Linux IFNAMSIZ is 16 bytes with the NUL (https://man7.org/linux/man-pages/man7/netdevice.7.html)
+NIC_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,15}$"
+SLOT_NAME_PATTERN = r"^[A-Za-z0-9_.:/#()+][A-Za-z0-9 _.:/#()+-]{0,63}$"
+# POSIX portable user names (https://pubs.opengroup.org/onlinepubs/9699919799/basedefs/V1_chap03.html#tag_03_437),
+# at most 32 characters as useradd allows, optional trailing $ (Samba machine accounts)
+SSH_USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}[$]?$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+VAULT_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+HOST_PATTERN = r"^[A-Za-z0-9_.:%-]{1,253}$"
+ABS_PATH_PATTERN = "^/[^" + _CONTROL + "]{0,4094}$"
+TEXT_PATTERN = "^[^" + _CONTROL + "]*$"
+MULTILINE_TEXT_PATTERN = "^[^" + _CONTROL.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f") + "]*$"
+MULTIADDR_PATTERN = r"^/[A-Za-z0-9._~:/%+=-]{1,1023}$"
+# the grammar of distribution/reference (https://github.com/distribution/reference/blob/main/regexp.go)
+_OCI_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_OCI_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?/)?"
+IMAGE_PATTERN = (f"^{_OCI_DOMAIN}{_OCI_COMPONENT}(?:/{_OCI_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+                 r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
+REGISTRY_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9._-]+)*/?$"
+ARCH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+PATTERN_HELP = {
+    NAME_PATTERN: "lowercase letters, digits and dashes, starting and ending with a letter or digit, at most 63",
+    GPU_ID_PATTERN: "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 63 (e.g. gpu0)",
+    GPU_UUID_PATTERN: "a UUID as `nvidia-smi -L` prints it: GPU-<hex and dashes>, MIG-<hex and dashes> "
+                      "or MIG-GPU-<hex and dashes>/<gi>/<ci>",
+    NIC_NAME_PATTERN: "a Linux interface name: 1-15 letters, digits, '_', '.', ':' or '-' (IFNAMSIZ)",
+    SLOT_NAME_PATTERN: "a board label: letters, digits, spaces and _ . : / # ( ) + -, at most 64 "
+                       "(no quotes, no line breaks)",
+    SSH_USER_PATTERN: "a POSIX user name: a letter or '_', then letters, digits, '_', '.' or '-', at most 32",
+    ENV_NAME_PATTERN: "an environment variable name: a letter or '_', then letters, digits or '_', at most 128",
+    VAULT_VAR_PATTERN: "an Ansible variable name: a letter or '_', then letters, digits or '_', at most 128",
+    HOST_PATTERN: "an IPv4 or IPv6 address or a DNS name (letters, digits, '-', '.'), no spaces, brackets or quotes",
+    ABS_PATH_PATTERN: "an absolute path (starting with /) without control characters or line breaks",
+    TEXT_PATTERN: "text without control characters or line breaks",
+    MULTILINE_TEXT_PATTERN: "text without control characters (line breaks and tabs are allowed)",
+    MULTIADDR_PATTERN: "a multiaddr such as /ip4/10.0.0.1/tcp/31337/p2p/Qm..., no spaces or quotes",
+    IMAGE_PATTERN: "an OCI image reference: [registry[:port]/]name[:tag][@sha256:digest], lowercase name",
+    REGISTRY_PATTERN: "a registry host with optional :port and /path, e.g. mirror.example.com:5000/hub",
+    ARCH_PATTERN: "a GGUF architecture name: letters, digits, '_', '.' and '-', at most 64",
+}
+
+# NAME_MAX and PATH_MAX of Linux (https://man7.org/linux/man-pages/man3/pathconf.3.html):
+# a longer name fails every open() with ENAMETOOLONG
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4095
+
+
+def _path_lengths(v: str) -> str:
+    if len(v.encode("utf-8", "surrogatepass")) > PATH_MAX_BYTES:
+        raise ValueError(f"path is longer than {PATH_MAX_BYTES} bytes (Linux PATH_MAX); no file can have this name")
+    for part in v.split("/"):
+        n = len(part.encode("utf-8", "surrogatepass"))
+        if n > NAME_MAX_BYTES:
+            raise ValueError(f"path component '{part[:40]}...' is {n} bytes; Linux allows at most {NAME_MAX_BYTES} "
+                             "bytes per file or directory name (NAME_MAX)")
+    return v
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?\Z")
+
+
+def _host(v: str) -> str:
+    """An IP literal (IPv6 with an optional %zone) or an RFC 1123 host name."""
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    if ":" in v or "%" in v:
+        raise ValueError(f"'{v}' is not a valid IPv6 address (write it without brackets, e.g. fe80::1%eth0)")
+    if re.fullmatch(r"[0-9.]+", v):
+        raise ValueError(f"'{v}' is not a valid IPv4 address")
+    if not _HOSTNAME.match(v):
+        raise ValueError(f"'{v}' is not a host name: dot-separated labels of 1-63 letters, digits and dashes "
+                         "(not starting or ending with a dash)")
+    return v
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits and dashes")]
+GpuId = Annotated[str, Field(pattern=GPU_ID_PATTERN)]
+SlotName = Annotated[str, Field(pattern=SLOT_NAME_PATTERN)]
+Host = Annotated[str, Field(pattern=HOST_PATTERN), AfterValidator(_host)]
+AbsPath = Annotated[str, Field(pattern=ABS_PATH_PATTERN), AfterValidator(_path_lengths)]
+FilePath = Annotated[str, Field(min_length=1, pattern=TEXT_PATTERN), AfterValidator(_path_lengths)]
+# catalog ids and other short text that reaches file contents and messages
+Ident = Annotated[str, Field(min_length=1, max_length=256, pattern=TEXT_PATTERN)]
+Arg = Annotated[str, Field(max_length=4096, pattern=TEXT_PATTERN)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are never a measurement; they turned into crashes in the rules
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Stack(str, Enum):
@@ -40,13 +145,13 @@ class Stack(str, Enum):
 
 
 class Connection(Strict):
-    address: str = Field(description="IP address or DNS name rigctl connects to over SSH")
-    ssh_user: str = Field("root", description="SSH user (become is used for root tasks)")
+    address: Host = Field(description="IP address or DNS name rigctl connects to over SSH")
+    ssh_user: str = Field("root", pattern=SSH_USER_PATTERN, description="SSH user (become is used for root tasks)")
     ssh_port: int = Field(22, ge=1, le=65535, description="SSH port")
 
 
 class Cpu(Strict):
-    model: str | None = Field(None, description="CPU catalog id, e.g. ryzen-9-7950x (see `rigctl catalog cpus`)")
+    model: Ident | None = Field(None, description="CPU catalog id, e.g. ryzen-9-7950x (see `rigctl catalog cpus`)")
     pcie_lanes: int | None = Field(None, ge=0, le=256, description="CPU PCIe lanes for slots and M.2 (overrides the catalog)")
     pcie_gen: int | None = Field(None, ge=1, le=6, description="CPU PCIe generation (overrides the catalog)")
     power_w: int | None = Field(None, ge=1, le=2000, description="sustained CPU power (PL2/PPT) in watts (overrides the catalog)")
@@ -59,27 +164,27 @@ class Cpu(Strict):
 
 
 class PcieSlot(Strict):
-    name: str = Field(description="slot label as printed on the board, e.g. PCIEX16_1")
+    name: SlotName = Field(description="slot label as printed on the board, e.g. PCIEX16_1")
     position: int = Field(ge=1, le=20, description="expansion-slot position counted from the CPU (1 = topmost)")
     physical_lanes: Literal[1, 4, 8, 16] = Field(16, description="physical slot size (x16 slot = 16)")
     electrical_lanes: Literal[1, 2, 4, 8, 16] = Field(16, description="lanes actually wired to the slot")
     pcie_gen: int = Field(4, ge=1, le=6, description="PCIe generation of the slot")
     source: Literal["cpu", "chipset"] = Field("cpu", description="whether the lanes come from the CPU or the chipset")
-    shared_with_m2: list[str] = Field(default_factory=list, description="M.2 slots that share lanes with this slot")
+    shared_with_m2: list[SlotName] = Field(default_factory=list, max_length=16, description="M.2 slots that share lanes with this slot")
     lanes_when_shared: Literal[0, 1, 2, 4, 8] = Field(8, description="electrical lanes left when a shared M.2 slot is used (0 = slot disabled)")
 
 
 class M2Slot(Strict):
-    name: str = Field(description="M.2 slot label, e.g. M2_1")
+    name: SlotName = Field(description="M.2 slot label, e.g. M2_1")
     lanes: Literal[1, 2, 4] = Field(4, description="PCIe lanes of the M.2 slot")
     pcie_gen: int = Field(4, ge=1, le=6, description="PCIe generation of the M.2 slot")
     source: Literal["cpu", "chipset"] = Field("cpu", description="CPU or chipset lanes")
 
 
 class Board(Strict):
-    model: str | None = Field(None, description="board model, informational")
-    slots: list[PcieSlot] = Field(default_factory=list, description="PCIe expansion slots")
-    m2_slots: list[M2Slot] = Field(default_factory=list, description="M.2 slots")
+    model: Ident | None = Field(None, description="board model, informational")
+    slots: list[PcieSlot] = Field(default_factory=list, max_length=32, description="PCIe expansion slots")
+    m2_slots: list[M2Slot] = Field(default_factory=list, max_length=32, description="M.2 slots")
 
 
 class Psu(Strict):
@@ -99,32 +204,32 @@ class Circuit(Strict):
 
 
 class Gpu(Strict):
-    id: str = Field(description="name of this GPU inside the node, e.g. gpu0")
-    model: str = Field(description="GPU catalog id, e.g. rtx-3090 (see `rigctl catalog gpus`)")
-    slot: str | None = Field(None, description="board slot name the card sits in")
+    id: GpuId = Field(description="name of this GPU inside the node, e.g. gpu0")
+    model: Ident = Field(description="GPU catalog id, e.g. rtx-3090 (see `rigctl catalog gpus`)")
+    slot: SlotName | None = Field(None, description="board slot name the card sits in")
     power_limit_w: int | None = Field(None, ge=50, le=1500, description="power cap to apply with nvidia-smi -pl, in watts")
-    uuid: str | None = Field(None, description="GPU UUID from `nvidia-smi -L` (pins the card for CUDA_VISIBLE_DEVICES)")
+    uuid: str | None = Field(None, pattern=GPU_UUID_PATTERN, description="GPU UUID from `nvidia-smi -L` (pins the card for CUDA_VISIBLE_DEVICES)")
     display: bool = Field(False, description="a monitor/desktop runs on this GPU (costs 0.3-1 GiB)")
 
 
 class NvlinkBridge(Strict):
-    gpus: list[str] = Field(min_length=2, description="GPU ids joined by the bridge")
+    gpus: list[GpuId] = Field(min_length=2, max_length=16, description="GPU ids joined by the bridge")
     bridge_slots: int | None = Field(None, ge=1, le=6, description="bridge spacing in slots (e.g. 3 or 4); not needed for SXM")
 
 
 class Storage(Strict):
-    name: str | None = Field(None, description="device name, informational")
+    name: Ident | None = Field(None, description="device name, informational")
     type: Literal["nvme", "sata-ssd", "hdd", "network", "unified"] = Field(description="storage technology")
-    capacity_gb: float = Field(gt=0, description="capacity in GB (decimal, as sold)")
-    mount: str = Field("/", description="mount point")
-    m2_slot: str | None = Field(None, description="M.2 slot the drive sits in (for lane sharing)")
+    capacity_gb: float = Field(gt=0, le=1e9, description="capacity in GB (decimal, as sold); at most 1e9 (an exabyte)")
+    mount: AbsPath = Field("/", description="mount point")
+    m2_slot: SlotName | None = Field(None, description="M.2 slot the drive sits in (for lane sharing)")
     models_dir: bool = Field(False, description="model files are stored here")
 
 
 class Nic(Strict):
-    name: str = Field(description="interface name on the host, e.g. enp5s0")
-    speed_gbps: float = Field(gt=0, description="link speed in Gbit/s")
-    address: str | None = Field(None, description="address on the rig fabric, if different from the SSH address")
+    name: str = Field(pattern=NIC_NAME_PATTERN, description="interface name on the host, e.g. enp5s0")
+    speed_gbps: float = Field(gt=0, le=10_000, description="link speed in Gbit/s; at most 10,000 (today's fastest links are 800)")
+    address: Host | None = Field(None, description="address on the rig fabric, if different from the SSH address")
 
 
 class Node(Strict):
@@ -132,15 +237,18 @@ class Node(Strict):
     connection: Connection | None = Field(None, description="how to reach the node (inventories may override)")
     os: Literal["debian-12", "ubuntu-22.04", "ubuntu-24.04", "macos"] = Field("debian-12", description="operating system")
     cpu: Cpu | None = Field(None, description="CPU (catalog model or lanes and power)")
-    memory_gib: float | None = Field(None, gt=0, description="system RAM in GiB")
+    memory_gib: float | None = Field(None, gt=0, le=1_048_576,
+                                     description="system RAM in GiB; at most 1,048,576 (1 PiB, beyond any one machine)")
     board: Board | None = Field(None, description="motherboard slots and lanes")
     psu: Psu | None = Field(None, description="power supply")
     circuit: Circuit | None = Field(None, description="wall circuit feeding this node")
     platform_power_w: int = Field(75, ge=0, le=2000, description="board, drives, fans and RAM power in watts")
-    gpus: list[Gpu] = Field(default_factory=list, description="GPUs in this node")
-    nvlink: list[NvlinkBridge] = Field(default_factory=list, description="NVLink bridges between GPUs")
-    storage: list[Storage] = Field(default_factory=list, description="disks")
-    nics: list[Nic] = Field(default_factory=list, description="network interfaces")
+    # per-node lists are checked pairwise by some rules; the bounds are far above real machines
+    gpus: list[Gpu] = Field(default_factory=list, max_length=64,
+                            description="GPUs in this node; at most 64 (the largest servers hold 16)")
+    nvlink: list[NvlinkBridge] = Field(default_factory=list, max_length=64, description="NVLink bridges between GPUs")
+    storage: list[Storage] = Field(default_factory=list, max_length=256, description="disks")
+    nics: list[Nic] = Field(default_factory=list, max_length=64, description="network interfaces")
 
     @field_validator("gpus")
     @classmethod
@@ -155,9 +263,10 @@ class Node(Strict):
 
 class Fabric(Strict):
     kind: Literal["ethernet", "infiniband", "roce", "thunderbolt"] = Field("ethernet", description="link technology between nodes")
-    speed_gbps: float = Field(gt=0, description="per-node link speed in Gbit/s")
+    speed_gbps: float = Field(gt=0, le=10_000, description="per-node link speed in Gbit/s; at most 10,000")
     subnet: str = Field(description="rig subnet in CIDR form; cluster ports are opened only to it")
-    latency_us: float | None = Field(None, gt=0, description="measured round-trip latency in microseconds, if known")
+    latency_us: float | None = Field(None, gt=0, le=10_000_000,
+                                     description="measured round-trip latency in microseconds, if known; at most 10 s")
 
     @field_validator("subnet")
     @classmethod
@@ -174,9 +283,9 @@ class Fabric(Strict):
 class SecretRef(Strict):
     """A reference to a secret; the secret itself never appears in the spec."""
 
-    env: str | None = Field(None, description="name of an environment variable on the controller")
-    file: str | None = Field(None, description="path of a file holding the secret on the target host")
-    vault: str | None = Field(None, description="ansible-vault variable name holding the secret")
+    env: str | None = Field(None, pattern=ENV_NAME_PATTERN, description="name of an environment variable on the controller")
+    file: AbsPath | None = Field(None, description="absolute path of a file holding the secret on the target host")
+    vault: str | None = Field(None, pattern=VAULT_VAR_PATTERN, description="ansible-vault variable name holding the secret")
 
     @model_validator(mode="before")
     @classmethod
@@ -202,67 +311,82 @@ class SecretRef(Strict):
 class ModelArch(Strict):
     """Inline model architecture, for models not in the catalog."""
 
-    name: str = Field(description="display name")
-    architecture: str = Field("llama", description="GGUF architecture name")
-    params_b: float = Field(gt=0, description="total parameters in billions")
-    active_params_b: float | None = Field(None, gt=0, description="active parameters per token (MoE), billions")
-    layers: int = Field(gt=0, description="transformer blocks")
-    attention_heads: int = Field(gt=0, description="query heads")
-    kv_heads: int = Field(gt=0, description="key/value heads (GQA); equal to attention_heads without GQA")
-    head_dim: int = Field(gt=0, description="dimension per head")
-    hidden_size: int | None = Field(None, gt=0, description="model width")
-    vocab_size: int = Field(32000, gt=0, description="vocabulary size")
-    max_context: int = Field(gt=0, description="trained context length in tokens")
-    experts: int | None = Field(None, gt=0, description="number of experts (MoE)")
+    # The upper bounds keep the per-layer placement and per-divisor checks finite; each is
+    # an order of magnitude above the largest published model.
+    name: Ident = Field(description="display name")
+    architecture: str = Field("llama", pattern=ARCH_PATTERN, description="GGUF architecture name")
+    params_b: float = Field(gt=0, le=10_000, description="total parameters in billions; at most 10,000 "
+                            "(the largest published models have about 1,000)")
+    active_params_b: float | None = Field(None, gt=0, le=10_000,
+                                          description="active parameters per token (MoE), billions; at most 10,000")
+    layers: int = Field(gt=0, le=4096, description="transformer blocks; at most 4096 "
+                        "(no published model has more than ~200 blocks)")
+    attention_heads: int = Field(gt=0, le=4096, description="query heads; at most 4096 "
+                                 "(published models have at most 128)")
+    kv_heads: int = Field(gt=0, le=4096, description="key/value heads (GQA); equal to attention_heads without GQA; "
+                          "at most 4096")
+    head_dim: int = Field(gt=0, le=65_536, description="dimension per head; at most 65,536 (published: 64-512)")
+    hidden_size: int | None = Field(None, gt=0, le=1_048_576, description="model width; at most 1,048,576 "
+                                    "(published: up to ~30,000)")
+    vocab_size: int = Field(32000, gt=0, le=16_777_216, description="vocabulary size; at most 16,777,216 "
+                            "(published: up to ~260,000)")
+    max_context: int = Field(gt=0, le=1_073_741_824, description="trained context length in tokens; at most 2^30 "
+                             "(published: up to 10M)")
+    experts: int | None = Field(None, gt=0, le=65_536, description="number of experts (MoE); at most 65,536 "
+                                "(published: up to 384)")
 
 
 class Placement(Strict):
-    node: str = Field(description="node name")
-    gpus: list[str] | None = Field(None, description="GPU ids on that node; omitted = all, [] = CPU only")
+    node: str = Field(pattern=NAME_PATTERN, description="node name")
+    gpus: list[GpuId] | None = Field(None, max_length=64, description="GPU ids on that node; omitted = all, [] = CPU only")
 
 
 class Swarm(Strict):
     private: bool = Field(True, description="use a private swarm (public swarms leak prompts)")
-    initial_peers: list[str] = Field(default_factory=list, description="multiaddrs of the private swarm's bootstrap peers")
+    initial_peers: list[Annotated[str, Field(pattern=MULTIADDR_PATTERN)]] = Field(default_factory=list, max_length=256, description="multiaddrs of the private swarm's bootstrap peers")
 
 
 class Deployment(Strict):
     name: Name = Field(description="deployment name, used for services and containers")
-    model: str | ModelArch = Field(description="model catalog id/alias, or an inline architecture")
-    format: str = Field(description="weights format / quantization id, e.g. Q4_K_M, exl2, awq, fp16")
+    model: Ident | ModelArch = Field(description="model catalog id/alias, or an inline architecture")
+    format: Ident = Field(description="weights format / quantization id, e.g. Q4_K_M, exl2, awq, fp16")
     bits_per_weight: float | None = Field(None, gt=1, le=32, description="bits per weight (required for exl2/exl3)")
-    model_file: str | None = Field(None, description="path on the controller to the GGUF file or safetensors dir")
+    model_file: FilePath | None = Field(None, description="path on the controller to the GGUF file or safetensors dir")
     context_tokens: int | None = Field(None, ge=256, le=10_485_760, description="context length per sequence")
     parallel_sequences: int = Field(1, ge=1, le=1024, description="concurrent sequences (llama.cpp -np, vLLM max_num_seqs)")
     kv_cache_type: Literal["f16", "bf16", "q8_0", "q4_0", "fp8", "auto"] = Field("auto", description="KV cache element type")
     stack: Stack = Field(description="inference stack")
     placement: list[Placement] = Field(min_length=1, description="where the model runs")
-    tensor_split: list[float] | None = Field(None, description="llama.cpp --tensor-split proportions, one per GPU")
-    gpu_split_gb: list[float] | None = Field(None, description="TabbyAPI gpu_split in GB per GPU")
+    tensor_split: list[Annotated[float, Field(ge=0, le=1_000_000)]] | None = Field(
+        None, max_length=1024, description="llama.cpp --tensor-split proportions, one per GPU (each 0 to 1,000,000)")
+    gpu_split_gb: list[Annotated[float, Field(ge=0, le=100_000)]] | None = Field(
+        None, max_length=1024, description="TabbyAPI gpu_split in GB per GPU (each 0 to 100,000)")
     tensor_parallel: int | None = Field(None, ge=1, le=64, description="vLLM/TabbyAPI tensor-parallel size")
     pipeline_parallel: int | None = Field(None, ge=1, le=64, description="vLLM pipeline-parallel size")
     gpu_memory_utilization: float = Field(0.9, gt=0.05, le=1.0, description="vLLM fraction of each GPU's memory")
     flash_attention: bool | None = Field(None, description="enable flash attention (needed for quantized V cache)")
     port: int | None = Field(None, ge=1, le=65535, description="HTTP port (stack default when omitted)")
-    bind: str = Field("127.0.0.1", description="address the endpoint listens on")
+    bind: Host = Field("127.0.0.1", description="address the endpoint listens on (an IP address, localhost or a host name)")
     auth: SecretRef | None = Field(None, description="API key reference (env, file or vault)")
     swarm: Swarm | None = Field(None, description="Petals swarm settings")
-    extra_args: list[str] = Field(default_factory=list, description="extra engine arguments, appended verbatim")
-    image: str | None = Field(None, description="container image for this deployment (overrides the pinned image of its stack)")
+    extra_args: list[Arg] = Field(default_factory=list, max_length=256,
+                                  description="extra engine arguments, appended verbatim")
+    image: str | None = Field(None, pattern=IMAGE_PATTERN, max_length=1024, description="container image for this deployment (overrides the pinned image of its stack)")
 
 
 class Images(Strict):
     source: Literal["registry", "offline"] = Field("registry", description="pull from a registry, or ship images from the controller")
-    registry: str | None = Field(None, description="registry/mirror prefix for pulls")
-    archive_dir: str = Field(".rigctl/images", description="offline: controller directory with `docker save` archives "
+    registry: str | None = Field(None, pattern=REGISTRY_PATTERN, max_length=512,
+                                 description="registry/mirror prefix for pulls")
+    archive_dir: FilePath = Field(".rigctl/images", description="offline: controller directory with `docker save` archives "
                              "(<repo>_<tag>.tar, relative to the spec); apply loads them on the hosts")
 
 
 class Rig(Strict):
     version: Literal[1] = Field(description="spec format version; this rigctl reads version 1")
     name: Name = Field(description="rig name")
-    description: str | None = Field(None, description="free text")
-    catalog: list[str] = Field(default_factory=list, description="extra catalog files (YAML), relative to the spec")
+    description: str | None = Field(None, pattern=MULTILINE_TEXT_PATTERN, max_length=65_536, description="free text")
+    catalog: list[FilePath] = Field(default_factory=list, max_length=256, description="extra catalog files (YAML), relative to the spec")
     profile: Literal["production", "lab"] = Field("production", description="lab = GPU-less test hosts; GPU roles are skipped visibly")
     fabric: Fabric | None = Field(None, description="network between nodes (required with more than one node)")
     nodes: list[Node] = Field(min_length=1, description="machines in the rig")

@@ -7,7 +7,9 @@ and build dicts/lists directly, recording positions in a side table. That is
 the deliberate loading path the fleet benchmark needs (see bench/validate.py).
 
 Hardening: duplicate keys, alias expansion bombs, unknown tags, non-UTF-8
-bytes and oversized files are reported as :class:`YamlError` with a position.
+bytes, characters YAML forbids (control characters), nesting deeper than
+``MAX_DEPTH`` and oversized files are reported as :class:`YamlError` with a
+position.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 
 from ruamel.yaml import events as ev
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
+
+from .inputfile import MAX_INPUT_BYTES
 
 try:  # the C parser is ~10x faster; fall back to the pure one
     from _ruamel_yaml import CParser as _Parser  # type: ignore[import-not-found]
@@ -35,8 +40,16 @@ except ImportError:  # pragma: no cover - depends on ruamel.yaml.clib
         return y.parser
 
 
-MAX_FILE_BYTES = 8 * 1024 * 1024
-MAX_EXPANDED_NODES = 2_000_000
+MAX_FILE_BYTES = MAX_INPUT_BYTES
+MAX_EXPANDED_NODES = 2_000_000  # values that aliases stand for, counted once per alias use
+# A rig spec nests about 7 levels (nodes[].board.slots[].shared_with_m2[]); the builder
+# recurses once per level, so a bound far above that and far below Python's recursion
+# limit turns "[[[[..." into a located error instead of a RecursionError.
+MAX_DEPTH = 64
+
+# What YAML 1.2 allows in a stream (spec 5.1, https://yaml.org/spec/1.2.2/#51-character-set);
+# the same set ruamel's reader enforces, but it raises without a usable position.
+_NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class YamlError(Exception):
@@ -141,14 +154,34 @@ def decode(raw: bytes) -> str:
         ) from None
 
 
+def _line_col(text: str, idx: int) -> tuple[int, int]:
+    return text.count("\n", 0, idx) + 1, idx - text.rfind("\n", 0, idx)
+
+
+def check_characters(text: str) -> None:
+    """Raise a located YamlError for the first character YAML does not allow."""
+    bad = _NOT_PRINTABLE.search(text)
+    if bad is None:
+        return
+    idx, ch = bad.start(), bad.group()
+    line, col = _line_col(text, idx)
+    if ch == "\x00":
+        raise YamlError("file contains a NUL byte: is it a binary file?", line, col)
+    code = f"U+{ord(ch):04X}"
+    if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
+        raise YamlError(f"control character {code} at {line}:{col}: YAML does not allow it in a file; remove it",
+                        line, col)
+    raise YamlError(f"character {code} at {line}:{col} is not allowed in YAML (a non-character or lone surrogate); "
+                    "remove it", line, col)
+
+
 def load(text: str) -> tuple[Any, Positions]:
     """Parse one YAML document into plain data and its positions."""
-    if "\x00" in text:
-        idx = text.index("\x00")
-        line = text.count("\n", 0, idx) + 1
-        raise YamlError("file contains a NUL byte: is it a binary file?", line, idx - text.rfind("\n", 0, idx))
+    check_characters(text)
     try:
         return _Builder(_parser(text)).build()
+    except ReaderError as exc:  # pragma: no cover - check_characters finds these first
+        raise YamlError(f"YAML reader error: {exc.reason}") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -167,6 +200,7 @@ class _Builder:
         self.positions = Positions()
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.expanded = 0
+        self.depth = 0
 
     def _next(self):
         return self.parser.get_event()
@@ -210,13 +244,17 @@ class _Builder:
             self._count(size, event.start_mark)
             return value, size
         if isinstance(event, ev.ScalarEvent):
+            # values written out are bounded by the file size; only aliases multiply them
             value = self._scalar(event)
-            self._count(1, event.start_mark)
             size = 1
-        elif isinstance(event, ev.SequenceStartEvent):
-            value, size = self._sequence(event)
-        elif isinstance(event, ev.MappingStartEvent):
-            value, size = self._mapping(event)
+        elif isinstance(event, (ev.SequenceStartEvent, ev.MappingStartEvent)):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise YamlError(f"lists and mappings nest deeper than {MAX_DEPTH} levels (a rig spec needs fewer "
+                                "than 10); is the file generated wrongly?", *_pos(event.start_mark))
+            build = self._sequence if isinstance(event, ev.SequenceStartEvent) else self._mapping
+            value, size = build(event)
+            self.depth -= 1
         else:  # pragma: no cover - parser guarantees node events here
             raise YamlError("unexpected YAML event", *_pos(event.start_mark))
         if event.anchor:
