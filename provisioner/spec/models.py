@@ -42,7 +42,7 @@ SLOT_NAME_PATTERN = r"^[A-Za-z0-9_.:/#()+][A-Za-z0-9 _.:/#()+-]{0,63}$"
 # at most 32 characters as useradd allows, optional trailing $ (Samba machine accounts)
 SSH_USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}[$]?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-VAULT_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+VAULT_VAR_PATTERN = r"^[_A-Za-z][_A-Za-z0-9]{0,127}$"  # spelled unlike ENV_NAME_PATTERN: PATTERN_HELP keys
 HOST_PATTERN = r"^[A-Za-z0-9_.:%-]{1,253}$"
 ABS_PATH_PATTERN = "^/[^" + _CONTROL + "]{0,4094}$"
 TEXT_PATTERN = "^[^" + _CONTROL + "]*$"
@@ -56,26 +56,28 @@ IMAGE_PATTERN = (f"^{_OCI_DOMAIN}{_OCI_COMPONENT}(?:/{_OCI_COMPONENT})*(?::[A-Za
 REGISTRY_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9._-]+)*/?$"
 ARCH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
-PATTERN_HELP = {
-    NAME_PATTERN: "lowercase letters, digits and dashes, starting and ending with a letter or digit, at most 63",
-    GPU_ID_PATTERN: "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 63 (e.g. gpu0)",
-    GPU_UUID_PATTERN: "a UUID as `nvidia-smi -L` prints it: GPU-<hex and dashes>, MIG-<hex and dashes> "
-                      "or MIG-GPU-<hex and dashes>/<gi>/<ci>",
-    NIC_NAME_PATTERN: "a Linux interface name: 1-15 letters, digits, '_', '.', ':' or '-' (IFNAMSIZ)",
-    SLOT_NAME_PATTERN: "a board label: letters, digits, spaces and _ . : / # ( ) + -, at most 64 "
-                       "(no quotes, no line breaks)",
-    SSH_USER_PATTERN: "a POSIX user name: a letter or '_', then letters, digits, '_', '.' or '-', at most 32",
-    ENV_NAME_PATTERN: "an environment variable name: a letter or '_', then letters, digits or '_', at most 128",
-    VAULT_VAR_PATTERN: "an Ansible variable name: a letter or '_', then letters, digits or '_', at most 128",
-    HOST_PATTERN: "an IPv4 or IPv6 address or a DNS name (letters, digits, '-', '.'), no spaces, brackets or quotes",
-    ABS_PATH_PATTERN: "an absolute path (starting with /) without control characters or line breaks",
-    TEXT_PATTERN: "text without control characters or line breaks",
-    MULTILINE_TEXT_PATTERN: "text without control characters (line breaks and tabs are allowed)",
-    MULTIADDR_PATTERN: "a multiaddr such as /ip4/10.0.0.1/tcp/31337/p2p/Qm..., no spaces or quotes",
-    IMAGE_PATTERN: "an OCI image reference: [registry[:port]/]name[:tag][@sha256:digest], lowercase name",
-    REGISTRY_PATTERN: "a registry host with optional :port and /path, e.g. mirror.example.com:5000/hub",
-    ARCH_PATTERN: "a GGUF architecture name: letters, digits, '_', '.' and '-', at most 64",
-}
+_HELP = [  # (pattern, what it expects in words); each pattern string must be unique
+    (NAME_PATTERN, "lowercase letters, digits and dashes, starting and ending with a letter or digit, at most 63"),
+    (GPU_ID_PATTERN, "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 63 (e.g. gpu0)"),
+    (GPU_UUID_PATTERN, "a UUID as `nvidia-smi -L` prints it: GPU-<hex and dashes>, MIG-<hex and dashes> "
+                       "or MIG-GPU-<hex and dashes>/<gi>/<ci>"),
+    (NIC_NAME_PATTERN, "a Linux interface name: 1-15 letters, digits, '_', '.', ':' or '-' (IFNAMSIZ)"),
+    (SLOT_NAME_PATTERN, "a board label: letters, digits, spaces and _ . : / # ( ) + -, at most 64 "
+                        "(no quotes, no line breaks)"),
+    (SSH_USER_PATTERN, "a POSIX user name: a letter or '_', then letters, digits, '_', '.' or '-', at most 32"),
+    (ENV_NAME_PATTERN, "an environment variable name: a letter or '_', then letters, digits or '_', at most 128"),
+    (VAULT_VAR_PATTERN, "an Ansible variable name: a letter or '_', then letters, digits or '_', at most 128"),
+    (HOST_PATTERN, "an IPv4 or IPv6 address or a DNS name (letters, digits, '-', '.'), no spaces, brackets or quotes"),
+    (ABS_PATH_PATTERN, "an absolute path (starting with /) without control characters or line breaks"),
+    (TEXT_PATTERN, "text without control characters or line breaks"),
+    (MULTILINE_TEXT_PATTERN, "text without control characters (line breaks and tabs are allowed)"),
+    (MULTIADDR_PATTERN, "a multiaddr such as /ip4/10.0.0.1/tcp/31337/p2p/Qm..., no spaces or quotes"),
+    (IMAGE_PATTERN, "an OCI image reference: [registry[:port]/]name[:tag][@sha256:digest], lowercase name"),
+    (REGISTRY_PATTERN, "a registry host with optional :port and /path, e.g. mirror.example.com:5000/hub"),
+    (ARCH_PATTERN, "a GGUF architecture name: letters, digits, '_', '.' and '-', at most 64"),
+]
+PATTERN_HELP = dict(_HELP)
+assert len(PATTERN_HELP) == len(_HELP), "two fields' patterns are spelled alike; PATTERN_HELP would mix them up"
 
 # NAME_MAX and PATH_MAX of Linux (https://man7.org/linux/man-pages/man3/pathconf.3.html):
 # a longer name fails every open() with ENAMETOOLONG
