@@ -108,7 +108,7 @@ class _Tree:
         tree.top = top
         while stack:
             rel = stack.pop()
-            with os.scandir(top / rel if rel else top) as it:
+            with os.scandir(f"{top}/{rel}" if rel else top) as it:
                 for e in it:
                     p = f"{rel}/{e.name}" if rel else e.name
                     s = e.stat(follow_symlinks=False)
@@ -126,7 +126,7 @@ class _Tree:
         return sorted(p for p in self.kind if "/" not in p)
 
     def read(self, rel: str) -> bytes:
-        fd = os.open(self.top / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(f"{self.top}/{rel}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as fh:
             return fh.read()
 
@@ -202,19 +202,22 @@ def _plan(want: dict[str, RenderedFile], old: _Tree | None, marker: dict[str, st
         return res, carry, link_same
     top = old.top
     marker_dirs = {d for p in marker for d in _prefixes(p)}
+    warned = set()
     for p in sorted(marker):  # rigctl's earlier files hidden behind a symlinked directory: not followed
         if p not in kind and p not in want:
             link = next((d for d in _prefixes(p) if kind.get(d) == "link"), None)
-            if link and not any(w.startswith(link + "/") for w in res.warnings):
+            if link and link not in warned:
+                warned.add(link)
                 res.warnings.append(f"{link} is a symlink (to {os.readlink(top / link)}): not followed; "
                                     "rigctl's earlier files beneath it are left alone")
     in_the_way = {d for p in want for d in _prefixes(p) if kind.get(d) in ("file", "other")}
+    nonempty = {p.rpartition("/")[0] for p in kind}
     for p in sorted(kind):
         k = kind[p]
         if p == MARKER or p in want or p in in_the_way:
             continue
         if k == "dir":
-            if p not in want_dirs and p not in marker_dirs and not any(q.startswith(p + "/") for q in kind):
+            if p not in want_dirs and p not in marker_dirs and p not in nonempty:
                 carry.append(p)  # an empty directory the user made
             continue
         if p in marker:
@@ -245,7 +248,7 @@ def _same(old: _Tree, rel: str, f: RenderedFile) -> bool:
 
 # --- building and swapping ------------------------------------------------------------------
 
-def _write_file(path: Path, data: bytes, mode: int) -> None:
+def _write_file(path: str | Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
@@ -259,14 +262,15 @@ def _build(staging: Path, out: Path, want, old, carry, link_same, res: WriteResu
     try:
         if old is not None:
             os.chmod(staging, stat.S_IMODE(os.lstat(out).st_mode))
-        made = {""}
+        made, new, cur = {""}, f"{staging}/", f"{out}/"  # plain strings: pathlib costs more than the I/O here
 
-        def parent(rel: str) -> Path:
-            d = rel.rpartition("/")[0]
-            if d not in made:
-                os.makedirs(staging / d, exist_ok=True)
-                made.update(_prefixes(rel))
-            return staging / rel
+        def parent(rel: str) -> str:
+            if rel.rpartition("/")[0] not in made:
+                for d in _prefixes(rel):
+                    if d not in made:
+                        os.mkdir(new + d)
+                        made.add(d)
+            return new + rel
 
         written = {}
         for p in sorted(want):
@@ -275,16 +279,17 @@ def _build(staging: Path, out: Path, want, old, carry, link_same, res: WriteResu
             dst = parent(p)
             if p in link_same:  # unchanged: same inode, mtime kept
                 try:
-                    os.link(out / p, dst, follow_symlinks=False)
+                    os.link(cur + p, dst, follow_symlinks=False)
                     continue
                 except OSError:
                     pass
             _write_file(dst, data, want[p].mode)
         for p in carry:
-            src, dst = out / p, parent(p)
+            src, dst = cur + p, parent(p)
             kind = old.kind[p]
             if kind == "dir":
-                os.makedirs(dst, exist_ok=True)
+                os.mkdir(dst)
+                made.add(p)
             elif kind == "link":
                 os.symlink(os.readlink(src), dst)
             else:
@@ -297,6 +302,10 @@ def _build(staging: Path, out: Path, want, old, carry, link_same, res: WriteResu
                     shutil.copy2(src, dst, follow_symlinks=False)
             if p in marker and p not in res.edited:
                 written[p] = marker[p]  # a stale file stays rigctl's: a later --prune may delete it
+        if old is not None:  # directories keep the modes they had (a user's 0700, say)
+            for d in sorted(made | set(carry), reverse=True):
+                if d and old.kind.get(d) == "dir" and os.path.isdir(staging / d):
+                    os.chmod(staging / d, stat.S_IMODE(old.st[d].st_mode))
         doc = {"format": MARKER_FORMAT, "rig": rig, "rigctl": __version__, "files": dict(sorted(written.items()))}
         _write_file(staging / MARKER, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), 0o644)
     except BaseException:
