@@ -70,14 +70,22 @@ def run(args) -> int:
     if usable:  # judge memory on the real file sizes
         res = check_file(args.spec, catalog_files=args.catalog, model_files=usable)
     diags = res.diagnostics
-    if res.errors:
+    plan = None
+    if not res.errors:
+        from ..escape import Unrepresentable
+
+        try:
+            plan = build_plan(res.context)
+        except Unrepresentable as exc:  # a value no rendered file could carry (render refuses it too)
+            diags = diags + [res.load.locate(Diagnostic("unrepresentable-value", Severity.error, str(exc),
+                                                        path=exc.path))]
+    if plan is None:
         if args.format == "json":
             sys.stdout.write(report.to_json(diags, plan=None))
         else:
             sys.stdout.write(report.text(diags, color=sys.stdout.isatty()))
             sys.stdout.write("rigctl: fix the errors above before planning\n")
         return EXIT_FINDINGS
-    plan = build_plan(res.context)
     new = plan_state(plan, model_facts=usable)
     changes = diff_state(old, new)
     if args.refresh and args.inventory:

@@ -389,7 +389,8 @@ def test_render_escapes_what_the_schema_would_refuse(field, kind, tmp_path):
 def test_the_table_exercised_every_outcome_and_the_consumers_accept_the_files(tmp_path):
     """After the table: systemd-analyze verify on every unit it rendered; nft -c where nft is
     installed. Runs last in this module (pytest keeps definition order)."""
-    assert len(OUTCOMES) == len(CASES) + len(BYPASS_CASES), "run the whole module (the tables fill it)"
+    if len(OUTCOMES) < len(CASES) + len(BYPASS_CASES):
+        pytest.skip("the tables above did not all run (-k selection): nothing to hand to the consumers")
     assert "rendered" in OUTCOMES.values()
     analyze = shutil.which("systemd-analyze")
     if analyze and UNITS:
@@ -471,3 +472,23 @@ def test_apply_of_a_templated_address_creates_no_file(tmp_path):
     if r.returncode == 1:
         assert "connection.address" in r.stderr or f"{spec.name}:" in r.stderr
     assert not list(tmp_path.rglob("pwned")), "rigctl apply ran a command from the spec"
+
+
+def test_a_model_file_no_modelfile_can_name_is_a_located_error_for_plan_and_render(rigctl, tmp_path):
+    doc = yaml.safe_load((ROOT / "examples" / "ollama.yaml").read_text())
+    doc["serve"][0]["model_file"] = '/srv/m"""x --remote_url y.gguf'  # a valid path, no valid FROM
+    spec = tmp_path / "rig.yaml"
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    line = next(i for i, ln in enumerate(spec.read_text().splitlines(), 1) if "model_file" in ln)
+    for args in (("plan", spec), ("render", spec, "-o", tmp_path / "out")):
+        code, out, err = rigctl(*args)
+        assert code == 1, (args[0], code, out, err)
+        assert f"{spec}:{line}:" in out + err and "unrepresentable-value" in out + err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    # quotes and spaces alone are fine: the FROM line parses back to the host path
+    doc["serve"][0]["model_file"] = '/srv/my "best" model.gguf'
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    prep = prepare(str(spec))
+    (svc,) = prep.plan.deployments[0].services
+    (content,) = svc.files.values()
+    assert modelfile_commands(content)[0] == ("FROM", '/var/lib/rigctl/models/my "best" model.gguf')
