@@ -101,6 +101,9 @@ _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 
+MAX_NUMBER_CHARS = 100
+
+
 def _resolve_plain(value: str) -> Any:
     """YAML 1.2 core schema for untagged plain scalars (``yes``/``no`` stay strings)."""
     if _NULL.match(value):
@@ -264,7 +267,13 @@ class _Builder:
     def _scalar(self, event) -> Any:
         tag = event.tag
         if tag in (None, "!") and event.implicit[0] and not event.style:
-            return _resolve_plain(event.value)
+            text = event.value
+            if len(text) > MAX_NUMBER_CHARS:
+                # Python refuses to convert or print ints of more than 4300 digits
+                # (CVE-2020-10735), and no field takes a number this long: the digits stay
+                # text, which a number field then refuses at its position
+                return text
+            return _resolve_plain(text)
         if tag in (None, "!"):
             return event.value
         conv = _TAGGED.get(tag)
