@@ -16,16 +16,16 @@ import copy
 import os
 import posixpath
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import jinja2
 import pytest
 import yaml
 
 from provisioner.diagnostics import Severity
+from tests import consumers
+from tests.consumers import load_ansible_yaml, nft_accepts, nft_ruleset
 from provisioner.escape import Unsafe
 from provisioner.render import RenderError, render_project, write
 from provisioner.render.prepare import prepare
@@ -84,11 +84,6 @@ CASES = [(f, k) for f in FIELDS for k in PAYLOADS]
 _BASES: dict[str, dict] = {}
 
 
-class AnsibleLoader(yaml.SafeLoader):
-    """PyYAML plus Ansible's !unsafe (kept as provisioner.escape.Unsafe to check marking)."""
-
-
-AnsibleLoader.add_constructor("!unsafe", lambda loader, node: Unsafe(loader.construct_scalar(node)))
 
 
 def spec_with(field: str, payload: str, tmp_path: Path) -> tuple[Path, object]:
@@ -203,22 +198,6 @@ def modelfile_commands(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def nft_ruleset(host_vars: dict, group_vars: dict) -> str:
-    """The firewall role's template filled for one host (core Jinja, as the template promises)."""
-    role = ROOT / "playbooks" / "roles" / "firewall"
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True)
-    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
-    values = {**defaults, **group_vars, **host_vars, "ansible_managed": "Ansible managed",
-              "rigctl_firewall_ssh_port": 22}
-    return env.from_string((role / "templates" / "rigctl.nft.j2").read_text()).render(**values)
-
-
-def accept_rules(ruleset: str) -> list[str]:
-    return [ln.strip() for ln in ruleset.splitlines()
-            if re.search(r"\baccept\b", ln.split(" comment ")[0]) and "policy" not in ln]
-
-
 def unsafe_strings_only(doc, where: str, payload: str) -> None:
     """Walk Ansible YAML: a value carrying the payload (or any Jinja) must be !unsafe; the
     payload never becomes a key."""
@@ -248,6 +227,7 @@ def strings_in(doc):
 # ------------------------------------------------------------------ the table
 
 
+COMPOSE: dict[str, str] = {}  # every distinct compose file (text -> path), for `docker compose config`
 UNITS: dict[str, str] = {}  # every rendered unit, for one systemd-analyze call at the end
 NFT: dict[str, str] = {}
 OUTCOMES: dict[tuple, str] = {}
@@ -284,10 +264,10 @@ def test_payload_is_refused_at_its_field_or_reaches_every_file_literally(field, 
 def check_rendered(files: dict[str, str], plan, field: str, payload: str, value) -> None:
     """Every rendered file parses for its consumer and carries the payload only literally."""
     services = [s for d in plan.deployments for s in d.services]
-    group_vars = yaml.load(files["inventory/group_vars/all.yml"], Loader=AnsibleLoader)
+    group_vars = load_ansible_yaml(files["inventory/group_vars/all.yml"])
     for path, text in files.items():
         if path.startswith("inventory/"):
-            doc = yaml.load(text, Loader=AnsibleLoader)
+            doc = load_ansible_yaml(text)
             unsafe_strings_only(doc, path, payload)
             if path.startswith("inventory/host_vars/"):
                 ruleset = nft_ruleset(doc, group_vars)
@@ -295,7 +275,7 @@ def check_rendered(files: dict[str, str], plan, field: str, payload: str, value)
                 rules = doc["rigctl_firewall_rules"]
                 want = 2 + sum(r["scope"] == "any" for r in rules) + \
                     (sum(r["scope"] == "subnet" for r in rules) if group_vars["rigctl_rig_subnet"] else 0)
-                assert len(accept_rules(ruleset)) == want, f"{path}: extra accept rule\n{ruleset}"
+                assert len(nft_accepts(ruleset)) == want, f"{path}: extra accept rule\n{ruleset}"
                 for svc in doc["rigctl_services"]:
                     for fpath, content in svc["files"].items():
                         check_config_file(fpath, content, next(
@@ -315,6 +295,7 @@ def check_rendered(files: dict[str, str], plan, field: str, payload: str, value)
 
 
 def check_compose(path: str, text: str, services) -> None:
+    COMPOSE[text] = path
     assert text.isascii() and all(c.isprintable() or c == "\n" for c in text), f"{path}: raw non-ASCII/control"
     doc = yaml.safe_load(text)
     for s in strings_in(doc):
@@ -392,29 +373,16 @@ def test_the_table_exercised_every_outcome_and_the_consumers_accept_the_files(tm
     if len(OUTCOMES) < len(CASES) + len(BYPASS_CASES):
         pytest.skip("the tables above did not all run (-k selection): nothing to hand to the consumers")
     assert "rendered" in OUTCOMES.values()
-    analyze = shutil.which("systemd-analyze")
-    if analyze and UNITS:
-        paths = []
-        distinct = {text: name for name, text in sorted(UNITS.items())}  # most cases share a unit
-        for i, text in enumerate(sorted(distinct)):
-            # engine binaries exist only on the hosts; verify insists ExecStart's program exists
-            text = re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", text, flags=re.M)
-            p = tmp_path / f"u{i}.service"
-            p.write_text(text)
-            paths.append(str(p))
-        r = subprocess.run([analyze, "verify", "--man=no", *paths], capture_output=True, text=True, timeout=120)
-        noise = ("sysinit.target", "Failed to connect to bus", "System has not been booted")
-        problems = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip() and not any(x in ln for x in noise)]
+    try:
+        problems = consumers.check_units({name: text for text, name in {t: n for n, t in sorted(UNITS.items())}.items()})
         assert not problems, "\n".join(problems[:20])
-    nft = shutil.which("nft") or ("/usr/sbin/nft" if os.access("/usr/sbin/nft", os.X_OK) else None)
-    if nft:
         for ruleset, name in sorted({r: n for n, r in NFT.items()}.items()):
-            f = tmp_path / "r.nft"
-            f.write_text(ruleset)
-            r = subprocess.run([nft, "-c", "-f", str(f)], capture_output=True, text=True, timeout=30)
-            if r.returncode and "Operation not permitted" in r.stderr:
-                break  # nft -c needs CAP_NET_ADMIN for its netlink cache
-            assert r.returncode == 0, f"{name}: {r.stderr}\n{ruleset}"
+            assert not consumers.check_nft(ruleset), f"{name}: {consumers.check_nft(ruleset)}\n{ruleset}"
+        for text, path in sorted(COMPOSE.items()):
+            problems = consumers.check_compose(text)
+            assert not problems, f"{path}: docker compose config rejects it: {problems}\n{text}"
+    except consumers.ToolMissing as exc:
+        pytest.skip(f"consumer tool missing: {exc}")
 
 
 # ------------------------------------------------------------------ real Ansible, real apply

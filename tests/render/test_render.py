@@ -14,6 +14,7 @@ import yaml
 from provisioner.check import check_file
 from provisioner.render import InventoryError, load_overrides, render_project, write
 from provisioner.render.prepare import prepare
+from tests.consumers import load_ansible_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_SPEC = ROOT / "examples" / "lab-cpu-rpc.yaml"
@@ -22,15 +23,6 @@ EXAMPLES = [p for p in sorted((ROOT / "examples").glob("*.yaml")) if check_file(
 BIN = Path(sys.executable).parent
 
 
-class AnsibleLoader(yaml.SafeLoader):
-    """PyYAML plus Ansible's !unsafe tag (render marks every spec string with it)."""
-
-
-AnsibleLoader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
-
-
-def load_ansible_yaml(text: str):
-    return yaml.load(text, Loader=AnsibleLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def render(spec: Path, inventory: Path | None = None):

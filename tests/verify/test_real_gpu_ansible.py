@@ -10,18 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
 
 from provisioner.probe import compare
 from provisioner.render import render_project
 from provisioner.render.prepare import prepare
+from tests.consumers import load_ansible_yaml
 
 
-class _AnsibleLoader(yaml.SafeLoader):
-    """PyYAML plus Ansible's !unsafe tag (render marks every spec string with it)."""
-
-
-_AnsibleLoader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ansible-gpu" / "h200-driver580.159.04-2026-11-28-module-result.json"
 
@@ -49,7 +44,7 @@ def expected_for(tmp_path, model: str, cap: str = "") -> dict:
     prep = prepare(str(spec))
     assert prep.plan is not None, [d.message for d in prep.errors]
     files = {f.path: f.content for f in render_project(prep.ctx, prep.plan, prep.overrides)}
-    return yaml.load(files["inventory/host_vars/gpu1.yml"], Loader=_AnsibleLoader)["rigctl_gpu_expected"]
+    return load_ansible_yaml(files["inventory/host_vars/gpu1.yml"])["rigctl_gpu_expected"]
 
 
 def test_spec_of_the_real_machine_passes(tmp_path):
