@@ -54,5 +54,9 @@ def check_file(path: str, *, catalog_files: list[str] = (), only: set[str] | Non
     ctx = Context(load.rig, cat, file=path)
     ctx.model_files = (model_files(ctx) if callable(model_files) else model_files) or {}
     result.context = ctx
+    index = {d.name: i for i, d in enumerate(load.rig.serve)}
+    result.diagnostics += [load.locate(Diagnostic("model-file", Severity.error, facts["refuse"],
+                                                  path=("serve", index[name], "model_file")))
+                           for name, facts in ctx.model_files.items() if facts.get("refuse") and name in index]
     result.diagnostics += [load.locate(d) for d in engine.run(ctx, only=only, skip=skip)]
     return result

@@ -29,6 +29,20 @@ class ModelFileError(Exception):
     """A model file exists but cannot be read as what it claims to be."""
 
 
+def _regular(f: Path) -> Path:
+    """Refuse what is not a regular file before opening it: a FIFO would block the open,
+    a device (/dev/zero) would be read or mapped without end."""
+    import stat
+
+    try:
+        mode = f.stat().st_mode
+    except OSError as exc:
+        raise ModelFileError(f"{f}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise ModelFileError(f"{f}: not a regular file; a model file must be a plain file")
+    return f
+
+
 # ------------------------------------------------------------------ GGUF
 
 
@@ -42,7 +56,7 @@ def read_gguf(path: str | Path) -> dict:
     head = None
     for shard in shards:
         try:
-            h = read_header(shard)
+            h = read_header(_regular(shard))
         except GGUFError as exc:
             raise ModelFileError(f"{shard}: not a readable GGUF file ({exc})") from None
         weights += sum(h.tensor_bytes())
@@ -109,7 +123,7 @@ def read_safetensors(path: str | Path) -> dict:
     params = 0
     dtypes: dict[str, int] = {}
     for f in files:
-        for name, info in _safetensors_header(f).items():
+        for name, info in _safetensors_header(_regular(f)).items():
             if name == "__metadata__":
                 continue
             n = math.prod(info.get("shape") or [1])
@@ -213,6 +227,12 @@ def model_file_facts(ctx, spec_dir: str | Path, cache: dict[str, dict] | None = 
             out[dep.name] = {"note": f"model_file {dep.model_file} not found on this machine; "
                                      "weights are estimated from the catalog (params x bits per weight)"}
             continue
+        if not (p.is_file() or p.is_dir()):
+            # a FIFO or a device: reading it would block or never end, and apply would copy it
+            out[dep.name] = {"note": f"model_file {dep.model_file} is not a regular file",
+                             "refuse": f"{dep.name}: model_file {dep.model_file} is not a regular file or a "
+                                       "directory (a FIFO, device or socket): name the model file itself"}
+            continue
         try:
             fp = fingerprint(p)
             cached = (cache or {}).get(dep.name) or {}
@@ -251,5 +271,6 @@ def spec_model_facts(ctx, spec: str, cache: dict | None = None) -> dict[str, dic
 
 
 def usable_facts(facts: dict[str, dict]) -> dict[str, dict]:
-    """Only the deployments whose file was read (a missing file carries just a note)."""
-    return {k: v for k, v in facts.items() if v.get("weights_bytes")}
+    """The deployments whose file was read, and those whose model_file must be refused (a
+    missing file carries just a note: the catalog estimate stands in)."""
+    return {k: v for k, v in facts.items() if v.get("weights_bytes") or v.get("refuse")}
