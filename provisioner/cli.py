@@ -21,7 +21,8 @@ import traceback
 
 from .diagnostics import EXIT_INTERNAL, EXIT_USAGE
 
-COMMANDS = ("validate", "plan", "advise", "render", "apply", "verify", "probe", "lab", "rules", "schema", "catalog")
+COMMANDS = ("validate", "plan", "advise", "render", "apply", "verify", "probe", "init", "report", "lab", "rules",
+            "schema", "catalog")
 
 
 class _Parser(argparse.ArgumentParser):
