@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..diagnostics import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, Diagnostic, Severity
-from .validate import add_catalog_arg
+from .validate import add_catalog_arg, emit
 
 PLAN_SCHEMA_VERSION = 1
 EXIT_CHANGES = 2  # with --detailed-exitcode, like terraform plan
@@ -20,7 +20,10 @@ def register(sub) -> None:
                                    "free memory, the services with their command lines, the expected decode/prompt "
                                    "speed with its bottleneck, and what `rigctl apply` would change.")
     p.add_argument("spec", help="rig spec file")
-    p.add_argument("--format", "-f", choices=("text", "json"), default="text", help="output format")
+    p.add_argument("--format", "-f", choices=("text", "json", "html"), default="text",
+                   help="output format; html: one self-contained page (memory bars, power budget, topology, "
+                        "command lines, findings)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the json or html output to FILE (atomically)")
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 0 when nothing would change, 2 when apply would change something, 1 on errors")
     p.add_argument("--refresh", action="store_true",
@@ -49,12 +52,15 @@ def run(args) -> int:
     )
 
     error_exit = EXIT_FINDINGS if args.detailed_exitcode else EXIT_USAGE
+    if args.output is not None and args.format == "text":
+        sys.stderr.write("rigctl plan: -o FILE writes --format json or html; the text view goes to the terminal\n")
+        return EXIT_USAGE
 
     def cannot_plan(diags) -> int:
         # --format json promises one JSON document on stdout, also when the input is unreadable
         sys.stderr.write(report.text(diags))
         if args.format == "json":
-            sys.stdout.write(report.to_json(diags, plan=None))
+            emit(report.to_json(diags, plan=None), args.output)
         return error_exit
 
     res = check_file(args.spec, catalog_files=args.catalog)
@@ -79,9 +85,11 @@ def run(args) -> int:
         except Unrepresentable as exc:  # a value no rendered file could carry (render refuses it too)
             diags = diags + [res.load.locate(Diagnostic("unrepresentable-value", Severity.error, str(exc),
                                                         path=exc.path))]
+    if args.format == "html":
+        return _html(args, res, plan, diags)
     if plan is None:
         if args.format == "json":
-            sys.stdout.write(report.to_json(diags, plan=None))
+            emit(report.to_json(diags, plan=None), args.output)
         else:
             sys.stdout.write(report.text(diags, color=sys.stdout.isatty()))
             sys.stdout.write("rigctl: fix the errors above before planning\n")
@@ -92,11 +100,32 @@ def run(args) -> int:
         for node, lines in live_drift(res, args.inventory).items():
             changes.setdefault(node, []).extend(lines)
     if args.format == "json":
-        sys.stdout.write(json.dumps(plan_json(plan, facts, changes, diags, spath, old is not None), indent=2) + "\n")
+        emit(json.dumps(plan_json(plan, facts, changes, diags, spath, old is not None), indent=2) + "\n", args.output)
     else:
         render_text(plan, facts, changes, diags, spath, old is not None)
     if args.detailed_exitcode:
         return EXIT_CHANGES if changes else EXIT_OK
+    return EXIT_OK
+
+
+def _html(args, res, plan, diags) -> int:
+    """The page (findings only when the spec has errors); exit as the text view would."""
+    from .. import __version__
+    from ..planview import plan_page
+    from ..report import text as report_text
+
+    page = plan_page(res.context, plan, diags, version=__version__)
+    try:
+        emit(page, args.output)
+    except OSError as exc:
+        sys.stderr.write(f"rigctl plan: cannot write {args.output}: {exc.strerror or exc}\n")
+        return EXIT_USAGE
+    if args.output:
+        sys.stderr.write(f"wrote {args.output}\n")
+    if plan is None:
+        sys.stderr.write(report_text([d for d in diags if d.severity is Severity.error]))
+        sys.stderr.write("rigctl: fix the errors above (also listed in the page) before planning\n")
+        return EXIT_FINDINGS
     return EXIT_OK
 
 
