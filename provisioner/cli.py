@@ -23,6 +23,7 @@ from .diagnostics import EXIT_INTERNAL, EXIT_USAGE
 
 COMMANDS = ("validate", "plan", "advise", "render", "apply", "verify", "probe", "init", "report", "lab", "rules",
             "schema", "catalog")
+MODULES = {"report": "report_cmd"}  # provisioner/report.py is the diagnostics views, not a command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,9 +43,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in (only,) if only in COMMANDS else COMMANDS:
         try:
-            mod = importlib.import_module(f"provisioner.commands.{name}")
+            mod = importlib.import_module(f"provisioner.commands.{MODULES.get(name, name)}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"provisioner.commands.{name}":
+            if exc.name == f"provisioner.commands.{MODULES.get(name, name)}":
                 continue  # command not built yet
             raise
         mod.register(sub)
