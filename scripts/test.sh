@@ -13,4 +13,6 @@ PY=${PYTHON:-python3}
 .venv/bin/python scripts/ansible_collections_install.py
 # nft and docker compose v2 parse rendered files in the fuzz and injection tests (root + apt)
 bash scripts/consumer_tools.sh || echo "consumer tools unavailable; the tests that need them skip" >&2
+# headless Chromium for the plan page test (root + apt; skipped elsewhere)
+bash scripts/browser_tools.sh || echo "chromium unavailable; the browser tests skip" >&2
 exec .venv/bin/python -m pytest -q -ra "$@"
