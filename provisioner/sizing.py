@@ -166,6 +166,14 @@ def devices_for(ctx, dep: Deployment) -> list[Device]:
         # with -ngl 999 llama.cpp offloads every layer to its devices (local GPUs, RPC
         # servers); the head's own CPU only holds layers when there is no device at all
         out = out[1:]
+    if dep.stack == Stack.llamacpp_rpc and out:
+        # llama.cpp's model device list (what --tensor-split indexes, and where the output
+        # layer lands: the last device) puts RPC servers FIRST, in --rpc order, then the
+        # head's local GPUs: "add RPC servers at the front of the list" in src/llama.cpp
+        # (https://github.com/ggml-org/llama.cpp/blob/0c1e57098/src/llama.cpp, the build
+        # llama-cpp-python 0.3.36 vendors). Each rpc-server exposes its GPUs in order.
+        head = ctx.deployment_nodes(dep)[0].name
+        out = [d for d in out if d.node != head] + [d for d in out if d.node == head]
     return out
 
 

@@ -40,6 +40,8 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         argv += ["--rpc", ",".join(rpc_endpoints)]
     n_devices = len(fit.devices) if fit else len(head_gpus)
     if fit and n_devices > 1:
+        # fit.devices is in llama.cpp's device order (RPC servers first, in --rpc order,
+        # then local GPUs: sizing.devices_for), which is what --tensor-split indexes
         argv += ["--split-mode", "layer", "--tensor-split", ",".join(fmt_num(d.layers) for d in fit.devices)]
     if len(head_gpus) > 1:
         argv += ["--main-gpu", "0"]
