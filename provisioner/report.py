@@ -86,7 +86,12 @@ def to_sarif(diags: list[Diagnostic], rules: dict | None = None) -> str:
         meta = {"id": rid, "name": rid, "shortDescription": {"text": r.summary if r else rid}}
         if r is not None:
             meta["defaultConfiguration"] = {"level": _SARIF_LEVEL[r.severity]}
-            meta["properties"] = {"tags": list(r.tags)}
+            # The rule's own doc travels inside the log: code scanning shows `help` beside each
+            # alert, and the project has no website a helpUri could point at.
+            doc = r.doc()
+            meta["help"] = {"text": doc, "markdown": doc}
+            meta["properties"] = {"tags": list(r.tags), "documentation": f"provisioner/rules/docs/{rid}.md",
+                                  "command": f"rigctl rules show {rid}"}
         rule_meta.append(meta)
     index = {rid: i for i, rid in enumerate(used)}
     results = []
@@ -109,8 +114,8 @@ def to_sarif(diags: list[Diagnostic], rules: dict | None = None) -> str:
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
-            "tool": {"driver": {"name": "rigctl", "version": __version__,
-                                "informationUri": "https://example.invalid/rigctl", "rules": rule_meta}},
+            # No informationUri: it is optional, and rigctl has no public address to give it.
+            "tool": {"driver": {"name": "rigctl", "version": __version__, "rules": rule_meta}},
             "results": results,
         }],
     }
