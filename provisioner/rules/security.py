@@ -47,6 +47,12 @@ def _port(dep: Deployment) -> int:
 # ---------------------------------------------------------------- endpoint-auth
 
 
+# Routes vLLM's OpenAI server registers by default outside /v1, so its API-key middleware
+# (which checks only paths under /v1) leaves them open: vllm/entrypoints/openai/api_server.py,
+# https://github.com/vllm-project/vllm/blob/main/vllm/entrypoints/openai/api_server.py
+VLLM_OPEN_ROUTES = ("/invocations (the same inference as /v1), /tokenize, /detokenize, /metrics, /health, "
+                    "/ping and /version")
+
 _AUTH_IGNORED_FIX = {
     Stack.ollama: "bind to 127.0.0.1 and put an authenticating reverse proxy (Caddy, nginx) in front",
     Stack.exo: "bind to 127.0.0.1 and put an authenticating reverse proxy in front",
@@ -95,9 +101,10 @@ def endpoint_auth(ctx: Context):
                 path, tag="no-auth")
         elif dep.stack == Stack.vllm:
             yield endpoint_auth.finding(
-                f"{dep.name}: vLLM's --api-key protects only /v1/*; /invocations (same inference), /tokenize, /pause "
-                f"and /update_weights stay open while {where} — put a reverse proxy that allows only /v1 in front, "
-                "or bind to 127.0.0.1",
+                # vllm/entrypoints/openai/api_server.py: the key middleware passes every path not under
+                # /v1; these routes are registered by default (/pause, /update_weights are not)
+                f"{dep.name}: vLLM's --api-key protects only /v1/*; {VLLM_OPEN_ROUTES} stay open while "
+                f"{where} — put a reverse proxy that allows only /v1 in front, or bind to 127.0.0.1",
                 path, tag="vllm-partial", severity=Severity.warning)
 
 
