@@ -49,6 +49,8 @@ class Service:
     model_path: str | None = None  # where the model file lives on the host
     model_source: str | None = None  # controller path to copy from, when given
     secret_env: dict[str, dict] = field(default_factory=dict)  # env var -> secret reference (never the value)
+    # container: host file a role writes from a secret -> path inside (TabbyAPI's api_tokens.yml)
+    secret_mounts: dict[str, str] = field(default_factory=dict)
     ipc_host: bool = False
     shm_size: str | None = None
     deploy_mode: str = "native"  # native (systemd unit) | container (compose service)

@@ -19,6 +19,7 @@ from .model import Service
 
 DEFAULT_PORT = 5000
 CONFIG_DIR = "/etc/rigctl/tabbyapi"
+SECRETS_DIR = "/etc/rigctl/secrets"
 INSTALL_DIR = "/app"  # the image's WORKDIR (ghcr.io/theroyallab/tabbyapi, docker/Dockerfile)
 CACHE_MODES = {"f16": "FP16", "bf16": "FP16", "auto": "FP16", "fp8": "Q8", "q8_0": "Q8", "q4_0": "Q4"}
 
@@ -31,10 +32,13 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     placed = [pg for pg in ctx.placed_gpus(dep) if pg.node.name == node.name]
     port = dep.port or DEFAULT_PORT
     config_path = posixpath.join(CONFIG_DIR, dep.name, "config.yml")
-    secret_env = {}
+    secret_env, secret_mounts = {}, {}
     if dep.auth:
-        # the role writes api_tokens.yml (api_key) from this reference; the key never enters config.yml
-        secret_env["TABBY_API_KEY"] = dep.auth.model_dump(exclude_none=True)
+        # TabbyAPI reads keys only from api_tokens.yml in its working directory (common/auth.py) and
+        # generates random ones when it is missing: the role writes that file from the raw key file
+        # materialised here (verify reads the same file) and the compose file mounts it there.
+        secret_env["TABBY_API_KEY_FILE"] = dep.auth.model_dump(exclude_none=True)
+        secret_mounts[tokens_path(f"rigctl-{dep.name}")] = posixpath.join(INSTALL_DIR, "api_tokens.yml")
     return [Service(
         deployment=dep.name, node=node.name, role="server", stack="tabbyapi", name=f"rigctl-{dep.name}",
         argv=["python3", posixpath.join(INSTALL_DIR, "main.py"), "--config", config_path] + list(dep.extra_args),
@@ -42,7 +46,13 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         port=port, bind=dep.bind, port_scope=endpoint_scope(dep),
         gpus=[pg.gpu.id for pg in placed], gpu_indices=[pg.gpu_index for pg in placed],
         gpu_uuids=[pg.gpu.uuid for pg in placed if pg.gpu.uuid], health_path="/health",
-        model_path=model_path(dep, ext=""), model_source=dep.model_file, secret_env=secret_env, shm_size="8g")]
+        model_path=model_path(dep, ext=""), model_source=dep.model_file, secret_env=secret_env,
+        secret_mounts=secret_mounts, shm_size="8g")]
+
+
+def tokens_path(service_name: str) -> str:
+    """Host path of the api_tokens.yml the tabbyapi role writes (root-only, beside the other secrets)."""
+    return f"{SECRETS_DIR}/{service_name}-api_tokens.yml"
 
 
 def config(ctx, dep: Deployment, fit: Fit | None, port: int) -> dict:

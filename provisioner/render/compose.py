@@ -48,6 +48,17 @@ def healthcheck(svc: Service, entry: dict) -> list[str] | None:
     return ["CMD-SHELL", f"grep -qiE ':{port:04X} [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6"]
 
 
+def health_wait_s(svc: Service) -> int:
+    """Longest a healthcheck lets the container take to turn healthy: start_period, then
+    `retries` failed probes of up to interval + timeout each. compose `up --wait` must wait
+    at least this long (vLLM's start_period alone is 1800 s, the role's default wait 900 s)."""
+    entry = catalog().get(svc.stack, {})
+    if healthcheck(svc, entry) is None:
+        return 0
+    return (int(entry.get("start_period_s", 300))
+            + HEALTH_RETRIES * (int(entry.get("interval_s", 10)) + HEALTH_TIMEOUT_S))
+
+
 def service_values(rig: str, svc: Service, secrets: list[dict], offline: bool, siblings: list[Service]) -> dict:
     """One service of the project, as plain data for the template."""
     entry = catalog().get(svc.stack, {})
@@ -58,6 +69,7 @@ def service_values(rig: str, svc: Service, secrets: list[dict], offline: bool, s
     paths = [posixpath.dirname(svc.model_path.rstrip("/"))] if svc.model_path else []
     paths += sorted(svc.files) + [s["path"] for s in secrets if s["format"] == "raw"]
     binds = [f"{p}:{p}:ro" for p in map(bind_path, paths)]
+    binds += [f"{bind_path(h)}:{bind_path(c)}:ro" for h, c in sorted(svc.secret_mounts.items())]
     ids = gpu_ids(svc)
     env = dict(svc.env)
     if ids and env.get("CUDA_VISIBLE_DEVICES", "").split(",") in ([str(i) for i in svc.gpu_indices], svc.gpu_uuids):
