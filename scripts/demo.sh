@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e . --config-settings editable_mode=compat
+.venv/bin/python -m pip install -q -e .
 RIGCTL=.venv/bin/rigctl
 export PATH="$PWD/.venv/bin:$PATH"
 

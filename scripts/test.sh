@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+.venv/bin/python -m pip install -q -e '.[test]'
 # community.docker (docker_compose_v2, for container rigs) comes out of the `ansible` wheel,
 # without the ~100 other collections it carries (seconds instead of a minute of installing)
 .venv/bin/python scripts/ansible_collections_install.py
