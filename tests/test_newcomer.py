@@ -66,3 +66,41 @@ def test_script_install_shows_no_setuptools_warning_and_finds_playbooks(script, 
     assert found.returncode == 0, found.stderr
     for path in found.stdout.split():
         assert Path(path).is_file() and str(src) in path, found.stdout
+
+
+# ---------------------------------------------------------------- secrets checked before any host
+
+
+def _lab_spec(tmp_path: Path) -> Path:
+    """examples/lab-cpu-rpc.yaml with its model file written under tmp_path."""
+    from provisioner.testmodels import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    text = (ROOT / "examples" / "lab-cpu-rpc.yaml").read_text()
+    text = text.replace("/var/tmp/rigctl-lab-cache/models/tiny-llama.gguf", str(model))
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(text)
+    return spec
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_apply_with_unset_secret_env_stops_before_any_host(tmp_path, value):
+    spec = _lab_spec(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "RIGCTL_LAB_API_KEY"}
+    if value is not None:
+        env["RIGCTL_LAB_API_KEY"] = value
+    r = rigctl("apply", str(spec), "-i", str(ROOT / "inventories" / "lab"), "--yes", env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = next(i for i, ln in enumerate(spec.read_text().splitlines(), 1) if "auth: {env: RIGCTL_LAB_API_KEY}" in ln)
+    assert re.search(rf"{re.escape(str(spec))}:{line}:\d+: error secret-env-unset: deployment tiny: .*"
+                     r"RIGCTL_LAB_API_KEY", r.stderr), r.stderr
+    assert "export RIGCTL_LAB_API_KEY" in r.stderr
+    assert not (tmp_path / ".rigctl" / "runs").exists(), "a run started although the secret is missing"
+    assert "Traceback" not in r.stderr
+
+
+def test_apply_check_also_stops_on_unset_secret_env(tmp_path):
+    spec = _lab_spec(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "RIGCTL_LAB_API_KEY"}
+    r = rigctl("apply", str(spec), "-i", str(ROOT / "inventories" / "lab"), "--check", env=env)
+    assert r.returncode == 2 and "secret-env-unset" in r.stderr, r.stdout + r.stderr

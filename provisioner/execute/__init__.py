@@ -98,6 +98,13 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
     if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
         nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
         return ApplyResult("usage", EXIT_USAGE, f"--limit {limit}: not a node of rig {rig} (nodes: {nodes})")
+    unset = [prep.check.load.locate(d) for d in unset_secret_env(prep.ctx, prep.plan, limit, envvars)]
+    if unset:
+        # Ansible would find this only in the play that writes the secret, after the other
+        # hosts' plays ran, and report it as a host failure (exit 5): stop before any host
+        names = ", ".join(sorted({d.data["env"] for d in unset}))
+        return ApplyResult("usage", EXIT_USAGE, f"not applying {spec}: environment variable(s) {names} "
+                           "unset or empty on this machine; export them first", diagnostics=unset)
     try:
         files = render_project(prep.ctx, prep.plan, prep.overrides)
     except InventoryError as exc:
@@ -130,6 +137,26 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
         return ApplyResult("locked", EXIT_LOCKED, str(exc))
     result.elapsed_s = time.monotonic() - t0
     return result
+
+
+def unset_secret_env(ctx, plan, limit: str | None = None, envvars: dict | None = None) -> list[Diagnostic]:
+    """One error per deployment whose `auth: {env: NAME}` names a variable that is unset or empty
+    on the controller (where the secret role's env lookup reads it), for the hosts this run touches."""
+    env = {**os.environ, **(envvars or {})}
+    out = []
+    for i, dep in enumerate(ctx.rig.serve):
+        name = dep.auth.env if dep.auth is not None else None
+        if not name or env.get(name, "").strip():
+            continue
+        nodes = {s.node for dp in plan.deployments_named(dep.name) for s in dp.services}
+        if limit and limit not in nodes:
+            continue
+        out.append(Diagnostic(
+            "secret-env-unset", Severity.error,
+            f"deployment {dep.name}: its API key comes from environment variable {name}, which is "
+            f"{'empty' if name in env else 'not set'} on this machine — export {name} before rigctl apply",
+            path=("serve", i, "auth", "env"), data={"env": name, "deployment": dep.name}))
+    return out
 
 
 # Environment variables whose values may stay in the kept artifacts: exact names, each known
