@@ -96,6 +96,8 @@ def service_vars(svc: Service, plan: Plan, model_source: str | None, image_archi
     else:
         d["compose_src"] = compose_path(svc)
         d["compose_project"] = compose_project(svc)
+        from .compose import health_wait_s  # compose imports this module
+        d["health_wait_s"] = health_wait_s(svc)
     return d
 
 
