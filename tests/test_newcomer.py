@@ -104,3 +104,39 @@ def test_apply_check_also_stops_on_unset_secret_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RIGCTL_LAB_API_KEY"}
     r = rigctl("apply", str(spec), "-i", str(ROOT / "inventories" / "lab"), "--check", env=env)
     assert r.returncode == 2 and "secret-env-unset" in r.stderr, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- plan shows what the unit runs
+
+
+def test_plan_shows_the_api_key_as_the_unit_receives_it(tmp_path):
+    spec = _lab_spec(tmp_path)
+    r = rigctl("plan", str(spec))
+    assert r.returncode == 0, r.stdout + r.stderr
+    server = next(ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("llama-server "))
+    assert server.endswith("--api-key-file ${CREDENTIALS_DIRECTORY}/tiny.key"), server
+    assert "LLAMA_API_KEY_FILE" not in r.stdout  # no such variable reaches the service
+    assert ("key file: systemd credential tiny.key (LoadCredential from /etc/rigctl/secrets/tiny.key, "
+            "from env RIGCTL_LAB_API_KEY on the controller)") in r.stdout
+    # the rendered unit says the same
+    out = tmp_path / "out"
+    rr = rigctl("render", str(spec), "-o", str(out), "-q")
+    assert rr.returncode == 0, rr.stderr
+    unit = (out / "files" / "h1" / "rigctl-tiny.service").read_text()
+    assert "--api-key-file ${CREDENTIALS_DIRECTORY}/tiny.key" in unit or \
+        '--api-key-file "${CREDENTIALS_DIRECTORY}/tiny.key"' in unit, unit
+    assert "LoadCredential=tiny.key:/etc/rigctl/secrets/tiny.key" in unit
+    assert "LLAMA_API_KEY_FILE" not in unit
+
+
+def test_plan_of_a_container_rig_shows_the_mounted_key_file(tmp_path):
+    from provisioner.testmodels import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    text = (ROOT / "examples" / "lab-cpu-containers.yaml").read_text()
+    spec = tmp_path / "c.yaml"
+    spec.write_text(re.sub(r"model_file: \S+", f"model_file: {model}", text))
+    r = rigctl("plan", str(spec))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "--api-key-file /etc/rigctl/secrets/tiny.key" in r.stdout
+    assert "key file /etc/rigctl/secrets/tiny.key (mounted read-only, from env" in r.stdout

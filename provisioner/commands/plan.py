@@ -219,11 +219,12 @@ def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state:
         for s in dp.services:
             where = f"{s.bind}:{s.port}" if s.port else "no port"
             con.print(f"  [cyan]{s.node}[/cyan] {s.name} ({s.role}, {where}, {s.port_scope})")
-            con.print(f"    {shlex.join(s.argv)}", markup=False)
+            command, secret_lines = deployed_secrets(s)
+            con.print(f"    {command}", markup=False)
             for k, v in s.env.items():
                 con.print(f"    {k}={v}", markup=False)
-            for k in s.secret_env:
-                con.print(f"    {k}=<secret reference>", markup=False)
+            for line in secret_lines:
+                con.print(f"    {line}", markup=False)
             for path in s.files:
                 con.print(f"    file {path}", markup=False)
         if dp.speed:
@@ -244,6 +245,40 @@ def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state:
         for line in lines:
             color = {"+": "green", "-": "red", "~": "yellow"}.get(line[:1], "")
             con.print(f"    [{color}]{line[:1]}[/{color}]{line[1:]}" if color else f"    {line}", markup=bool(color))
+
+
+def deployed_secrets(s) -> tuple[str, list[str]]:
+    """The command line as the deployed service runs it, and one line per secret saying how it gets there.
+
+    A native unit reads a key file through a systemd credential (LoadCredential), so the path it
+    runs with is ${CREDENTIALS_DIRECTORY}/<name>, not the root-only copy in /etc/rigctl/secrets;
+    a container gets that file mounted read-only at the same path. Both mirror render's
+    native_unit_values and compose service_values.
+    """
+    from ..render.services import native_unit_values, secret_files
+
+    secrets = secret_files(s)
+    native = s.deploy_mode == "native"
+    unit = native_unit_values(s, secrets) if native else {}
+    creds = {c["path"]: c["name"] for c in unit.get("credentials", [])}
+    # the credential word stays unquoted: systemd expands ${CREDENTIALS_DIRECTORY} in ExecStart
+    command = " ".join(f"${{CREDENTIALS_DIRECTORY}}/{creds[a]}" if a in creds else shlex.quote(a) for a in s.argv)
+    lines = []
+    for sec in secrets:
+        ref = sec["ref"]
+        origin = (f"env {ref['env']} on the controller" if "env" in ref else f"vault variable {ref['vault']}"
+                  if "vault" in ref else f"{ref.get('file')} on the host")
+        if sec["format"] == "env":
+            lines.append(f"{sec['var']}=<secret> (EnvironmentFile {sec['path']}, from {origin})")
+        elif not native:
+            lines.append(f"key file {sec['path']} (mounted read-only, from {origin})")
+        elif sec["var"] in unit.get("extra_env", {}):
+            lines.append(f"{sec['var']}={unit['extra_env'][sec['var']]} (systemd credential "
+                         f"{creds[sec['path']]} of {sec['path']}, from {origin})")
+        else:
+            lines.append(f"key file: systemd credential {creds[sec['path']]} (LoadCredential from {sec['path']}, "
+                         f"from {origin})")
+    return command, lines
 
 
 def _layout(f) -> str:

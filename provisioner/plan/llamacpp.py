@@ -51,6 +51,10 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         argv += ["--flash-attn", "on" if dep.flash_attention is not False else "off"]
     secret_env = {}
     if dep.auth:
+        # the root-only copy the secret role writes; a native unit runs with its systemd credential
+        # instead (${CREDENTIALS_DIRECTORY}/<name>.key), a container with it mounted at this path.
+        # LLAMA_API_KEY_FILE is no variable the service sees: its _FILE suffix tells render to write
+        # a raw key file (render.services.secret_files); `rigctl plan` shows the deployed form.
         argv += ["--api-key-file", secret_file(dep)]
         secret_env["LLAMA_API_KEY_FILE"] = dep.auth.model_dump(exclude_none=True)
     argv += list(dep.extra_args)
