@@ -140,3 +140,51 @@ def test_plan_of_a_container_rig_shows_the_mounted_key_file(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "--api-key-file /etc/rigctl/secrets/tiny.key" in r.stdout
     assert "key file /etc/rigctl/secrets/tiny.key (mounted read-only, from env" in r.stdout
+
+
+# ---------------------------------------------------------------- apply summary names no_log changes
+
+
+def test_apply_summary_lists_a_changed_no_log_task(tmp_path):
+    """A real ansible-runner run on localhost: a changed no_log task (single and looped) is counted
+    by Ansible's recap, and the summary names each, saying its output is hidden."""
+    from rich.console import Console
+
+    from provisioner.commands.apply import _Live, _summary
+    from provisioner.execute import RunnerOptions, _run
+
+    project = tmp_path / "run" / "project"
+    (project / "inventory").mkdir(parents=True)
+    (project / "ansible.cfg").write_text("[defaults]\nstdout_callback = default\n")
+    (project / "inventory" / "hosts.yml").write_text(
+        "all:\n  hosts:\n    h1:\n      ansible_connection: local\n"
+        f"      ansible_python_interpreter: {sys.executable}\n")
+    out_dir = tmp_path / "out"
+    (project / "site.yml").write_text(f"""\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the secret of rigctl-tiny
+      ansible.builtin.copy: {{content: "key", dest: "{out_dir}/tiny.key", mode: "0600"}}
+      no_log: true
+    - name: Write looped secrets
+      ansible.builtin.copy: {{content: "key", dest: "{out_dir}/{{{{ item }}}}.key", mode: "0600"}}
+      loop: [a, b]
+      no_log: true
+    - name: Plain change
+      ansible.builtin.copy: {{content: "x", dest: "{out_dir}/plain.txt"}}
+""")
+    out_dir.mkdir()
+    console = Console(file=(buf := __import__("io").StringIO()), width=200, force_terminal=False)
+    view = _Live(console)
+    result = _run(RunnerOptions(private_data_dir=tmp_path / "run", project_dir=project,
+                                inventory=project / "inventory" / "hosts.yml"), view.update)
+    assert result.exit_code == 0, result.message
+    result.run_dir, result.elapsed_s = tmp_path / "run", 1.0
+    _summary(console, result)
+    text = buf.getvalue()
+    assert "changed=3" in text, text
+    # the pipe view names it as it happens, and the summary names every counted change
+    assert "h1           changed     Write the secret of rigctl-tiny (output hidden (no_log))" in text, text
+    assert ("changed: Write the secret of rigctl-tiny (output hidden (no_log)); "
+            "Write looped secrets (output hidden (no_log)); Plain change") in text, text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..diagnostics import EXIT_USAGE
+from ..execute.events import HIDDEN
 from .validate import add_catalog_arg
 
 STATUS_STYLE = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red", "skipped": "dim",
@@ -105,7 +106,8 @@ class _Live:
                 self.play = upd.play
                 self.console.print(f"== {upd.play}")
             if upd.status in ("changed", "failed", "unreachable"):
-                self.console.print(f"{upd.host:12} {upd.status:11} {upd.task}", markup=False)
+                hidden = f" ({HIDDEN})" if upd.hidden else ""
+                self.console.print(f"{upd.host:12} {upd.status:11} {upd.task}{hidden}", markup=False)
             return
         self.rows[upd.host] = (upd.task, upd.status, c)
         if self.live is None:
@@ -141,7 +143,13 @@ def _summary(out, result) -> None:
                 f"unreachable={row['unreachable']} skipped={row['skipped']}")
         if row["changed"] == 0 and not row["failed"] and not row["unreachable"]:
             line += f"  no changes: all {row['ok']} tasks already in desired state"
-        out.print(line)
+        out.print(line, markup=False)
+        hp = result.hosts.get(row["host"])
+        names = list(hp.changed_tasks) if hp else []
+        if row["changed"] > len(names):  # every counted change is named, or said to be unnamed
+            names.append(f"{row['changed'] - len(names)} more the event stream did not name (see the artifacts)")
+        if names:
+            out.print(f"    {verb}: " + "; ".join(names), markup=False)
     for f in result.failures:
         out.print(f"[red]  {f}[/]")
     if result.status != "ok":

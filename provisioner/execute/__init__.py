@@ -98,13 +98,6 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
     if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
         nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
         return ApplyResult("usage", EXIT_USAGE, f"--limit {limit}: not a node of rig {rig} (nodes: {nodes})")
-    unset = [prep.check.load.locate(d) for d in unset_secret_env(prep.ctx, prep.plan, limit, envvars)]
-    if unset:
-        # Ansible would find this only in the play that writes the secret, after the other
-        # hosts' plays ran, and report it as a host failure (exit 5): stop before any host
-        names = ", ".join(sorted({d.data["env"] for d in unset}))
-        return ApplyResult("usage", EXIT_USAGE, f"not applying {spec}: environment variable(s) {names} "
-                           "unset or empty on this machine; export them first", diagnostics=unset)
     try:
         files = render_project(prep.ctx, prep.plan, prep.overrides)
     except InventoryError as exc:
@@ -112,6 +105,13 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
     base = rig_dir(spec)
     try:
         with RigLock(base / f"apply-{rig}.lock"):
+            unset = [prep.check.load.locate(d) for d in unset_secret_env(prep.ctx, prep.plan, limit, envvars)]
+            if unset:
+                # Ansible would find this only in the play that writes the secret, after the other
+                # hosts' plays ran, and report it as a host failure (exit 5): stop before any host
+                names = ", ".join(sorted({d.data["env"] for d in unset}))
+                return ApplyResult("usage", EXIT_USAGE, f"not applying {spec}: environment variable(s) {names} "
+                                   "unset or empty on this machine; export them first", diagnostics=unset)
             if not yes and not (confirm and confirm(prep)):
                 return ApplyResult("aborted", EXIT_USAGE, "not applied (not confirmed)")
             if not check:

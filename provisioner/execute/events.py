@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 TASK_EVENTS = {
@@ -20,6 +21,7 @@ class HostProgress:
     failed: int = 0
     skipped: int = 0
     unreachable: bool = False
+    changed_tasks: list[str] = field(default_factory=list)  # names, in run order ("... (output hidden (no_log))")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,21 @@ class Update:
     task: str
     status: str
     play: str = ""
+    hidden: bool = False  # a no_log task: its result is censored
+
+
+HIDDEN = "output hidden (no_log)"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _censored(res: dict) -> bool:
+    return "censored" in res  # Ansible's TaskResult.clean_copy for no_log
+
+
+def _shown_changed(event: dict) -> bool:
+    """Ansible's own line for the result says "changed:": a no_log result carries no `changed`
+    key in the event (only "censored"), though the play recap counts it."""
+    return _ANSI.sub("", event.get("stdout") or "").lstrip().startswith("changed:")
 
 
 @dataclass
@@ -51,6 +68,7 @@ class Progress:
     failures: list[HostFailure] = field(default_factory=list)
     play: str = ""
     stats: dict = field(default_factory=dict)
+    _changed_items: set = field(default_factory=set)  # (host, task uuid) of no_log loops with a changed item
 
     def host(self, name: str) -> HostProgress:
         return self.hosts.setdefault(name, HostProgress(name))
@@ -72,13 +90,19 @@ class Progress:
         if kind == "runner_on_start":
             hp.task, hp.status = task, "running"
             return Update(host, task, "running", self.play)
+        res = data.get("res") or {}
+        if kind == "runner_item_on_ok":
+            if _censored(res) and (res.get("changed") or _shown_changed(event)):
+                self._changed_items.add((host, data.get("task_uuid")))
+            return None
         if kind not in TASK_EVENTS:
             return None
         status = TASK_EVENTS[kind]
-        res = data.get("res") or {}
+        hidden = _censored(res)
         if status == "failed" and data.get("ignore_errors"):
             status = "ok"
-        if status == "ok" and res.get("changed"):
+        if status == "ok" and (res.get("changed") or hidden and (
+                _shown_changed(event) or (host, data.get("task_uuid")) in self._changed_items)):
             status = "changed"
         hp.task, hp.status = task, status
         if status == "ok" and data.get("task_action") in ("debug", "ansible.builtin.debug") and res.get("msg"):
@@ -89,6 +113,7 @@ class Progress:
         if status == "changed":
             hp.changed += 1
             hp.ok += 1
+            hp.changed_tasks.append(f"{task} ({HIDDEN})" if hidden else task)
         elif status == "ok":
             hp.ok += 1
         elif status == "skipped":
@@ -99,7 +124,7 @@ class Progress:
         elif status == "unreachable":
             hp.unreachable = True
             self.failures.append(HostFailure(host, task, self.play, reason(res), unreachable=True))
-        return Update(host, task, status, self.play)
+        return Update(host, task, status, self.play, hidden=hidden)
 
 
 def reason(res: dict, limit: int = 400) -> str:
