@@ -24,10 +24,10 @@ def standin():
     s.close()
 
 
-def run_role(tmp_path: Path, port: int, gguf: Path) -> subprocess.CompletedProcess:
+def run_role(tmp_path: Path, port: int, gguf: Path | None, tag: str = "") -> subprocess.CompletedProcess:
     svc = {"name": "rigctl-chat", "deployment": "chat", "port": port, "bind": "127.0.0.1",
-           "model_path": str(gguf), "files": {"/etc/rigctl/ollama/chat/Modelfile":
-                                              f"FROM {gguf}\nPARAMETER num_ctx 8192\n"}}
+           "model_path": str(gguf) if gguf else None, "files": {"/etc/rigctl/ollama/chat/Modelfile":
+                                                              f"FROM {gguf or tag}\nPARAMETER num_ctx 8192\n"}}
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
              "vars": {"ollama_service": svc, "ollama_api": f"http://127.0.0.1:{port}",
                       "rigctl_state_dir": str(tmp_path / "state"), "ollama_create_timeout_s": 30},
@@ -67,3 +67,12 @@ def test_create_error_fails_with_message(tmp_path, standin):
     r = run_role(tmp_path, standin.port, gguf)
     assert r.returncode != 0
     assert "creating model chat failed: unsupported architecture 'frobnicator'" in r.stdout
+
+
+def test_library_model_is_pulled_then_created_from_it(tmp_path, standin):
+    r = run_role(tmp_path, standin.port, None, tag="llama3.3:70b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    posts = [(p, b) for m, p, b in standin.requests if m == "POST"]
+    assert posts == [("/api/pull", {"model": "llama3.3:70b", "stream": False}),
+                     ("/api/create", {"model": "chat", "stream": False, "parameters": {"num_ctx": 8192},
+                                      "from": "llama3.3:70b"})]
