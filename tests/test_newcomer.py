@@ -188,3 +188,32 @@ def test_apply_summary_lists_a_changed_no_log_task(tmp_path):
     assert "h1           changed     Write the secret of rigctl-tiny (output hidden (no_log))" in text, text
     assert ("changed: Write the secret of rigctl-tiny (output hidden (no_log)); "
             "Write looped secrets (output hidden (no_log)); Plain change") in text, text
+
+
+# ---------------------------------------------------------------- plan --refresh says what it probed
+
+
+def test_refresh_on_a_gpu_less_host_says_no_gpu_found():
+    """The probe's own answer on this controller (no GPU here) is what a GPU-less host answers."""
+    from provisioner.commands.plan import probe_summary
+    from provisioner.probe import core
+
+    try:
+        core.collect()
+    except core.ProbeUnavailable as exc:
+        reason = exc.reason
+    else:
+        pytest.skip("this machine has an NVIDIA GPU")
+    (line,) = probe_summary({"h1": {"unavailable": reason}})
+    assert line == f"h1: probed over SSH (NVML): no GPU found ({reason})"
+
+
+def test_refresh_prints_per_host_what_it_probed(tmp_path):
+    spec = _lab_spec(tmp_path)
+    inv = tmp_path / "hosts.yml"  # nothing listens on port 1: refused at once
+    inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1, ansible_port: 1}\n"
+                   "    h2: {ansible_host: 127.0.0.1, ansible_port: 1}\n  vars: {ansible_user: root}\n")
+    r = rigctl("plan", str(spec), "--refresh", "-i", str(inv))
+    for host in ("h1", "h2"):
+        assert f"rigctl plan --refresh: {host}: not probed: unreachable over SSH (" in r.stderr, r.stderr
+    assert "rigctl plan --refresh" not in r.stdout  # the plan text stays as it was

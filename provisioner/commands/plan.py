@@ -138,11 +138,33 @@ def live_drift(res, inventory: str) -> dict[str, list[str]]:
         diags = drift_diagnostics(res.context, outcomes, inventory)
     except InventoryError as exc:
         return {"(inventory)": [f"! cannot refresh live facts: {exc}"]}
+    # what was probed goes to stderr, not into the changes: a host without GPUs is no change
+    for line in probe_summary(outcomes):
+        sys.stderr.write(f"rigctl plan --refresh: {line}\n")
     out: dict[str, list[str]] = {}
     for d in diags:
         node = d.rule.split("[", 1)[1].rstrip("]") if "[" in d.rule else "(rig)"
         out.setdefault(node, []).append(f"~ live: {d.message}")
     return out
+
+
+def probe_summary(outcomes: dict[str, dict]) -> list[str]:
+    """One line per host: what the NVML probe over SSH found (GPUs, driver) or why it found none."""
+    lines = []
+    for node, out in outcomes.items():
+        if "facts" in out:
+            f = out["facts"]
+            names = [g.get("name") or "GPU" for g in f.get("gpus") or []]
+            kinds = ", ".join(f"{names.count(n)}x {n}" for n in dict.fromkeys(names))
+            lines.append(f"{node}: probed over SSH (NVML): {f.get('gpu_count', len(names))} GPU(s): {kinds}; "
+                         f"driver {f.get('driver_version') or 'unknown'}")
+        elif "unavailable" in out:
+            lines.append(f"{node}: probed over SSH (NVML): no GPU found ({out['unavailable']})")
+        elif "unreachable" in out:
+            lines.append(f"{node}: not probed: unreachable over SSH ({out['unreachable']})")
+        else:
+            lines.append(f"{node}: probe failed: {out.get('error') or 'no answer'}")
+    return lines
 
 
 # ------------------------------------------------------------------ JSON
