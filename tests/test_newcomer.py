@@ -217,3 +217,46 @@ def test_refresh_prints_per_host_what_it_probed(tmp_path):
     for host in ("h1", "h2"):
         assert f"rigctl plan --refresh: {host}: not probed: unreachable over SSH (" in r.stderr, r.stderr
     assert "rigctl plan --refresh" not in r.stdout  # the plan text stays as it was
+
+
+# ---------------------------------------------------------------- rigctl lab restart HOST
+
+
+def _fake_lab(tmp_path: Path) -> dict:
+    """A LAB_DIR that looks up (hosts.list + inventory), with nothing booted: 127.0.0.1 refuses ssh."""
+    d = tmp_path / "lab"
+    (d / "hosts" / "h1").mkdir(parents=True)
+    (d / "hosts.list").write_text("127.0.0.1 h1\n")
+    (d / "inventory.ini").write_text("[lab]\nh1 ansible_host=127.0.0.1\n")
+    return dict(os.environ, LAB_DIR=str(d))
+
+
+@pytest.mark.parametrize("args, code, message", [
+    ((), 2, "the following arguments are required: HOST"),
+    (("h1", "h2"), 2, "unrecognized arguments: h2"),
+    (("h1;reboot",), 2, "restart: a lab host is named like h1, not 'h1;reboot'"),
+    (("h7",), 2, "restart: no host h7 in the lab (hosts: h1)"),
+])
+def test_lab_restart_argument_errors(tmp_path, args, code, message):
+    r = rigctl("lab", "restart", *args, env=_fake_lab(tmp_path))
+    assert r.returncode == code and message in r.stderr, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+
+
+def test_lab_restart_when_the_lab_is_down_says_so(tmp_path):
+    r = rigctl("lab", "restart", "h1", env=dict(os.environ, LAB_DIR=str(tmp_path / "none")))
+    assert r.returncode == 1 and "the lab is not up in" in r.stderr and "rigctl lab up N first" in r.stderr
+
+
+@pytest.mark.parametrize("args", [(), ("h1", "h2"), ("../h1",)])
+def test_lab_sh_restart_refuses_bad_arguments(tmp_path, args):
+    from provisioner.lab import lab_script
+
+    r = subprocess.run(["bash", str(lab_script()), "restart", *args], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, LAB_DIR=str(tmp_path / "none")))
+    assert r.returncode == 2 and "lab.sh restart: one host name like h1" in r.stderr, r.stderr
+
+
+def test_lab_help_lists_restart():
+    r = rigctl("lab", "--help")
+    assert "restart" in r.stdout and "reboot one host" in r.stdout

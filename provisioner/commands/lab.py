@@ -3,6 +3,7 @@
     rigctl lab up N [--docker]   start hosts h1..hN (10.213.0.11..) on bridge labbr0
     rigctl lab down              stop the lab and remove everything it made
     rigctl lab status [--json]   hosts, addresses, whether ssh answers
+    rigctl lab restart HOST      reboot one host on the same disk (h2: its services come back)
 
 Exit codes:
   0  done
@@ -14,6 +15,7 @@ Exit codes:
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 EXIT_OK = 0
@@ -25,7 +27,7 @@ EXIT_LAB_UNAVAILABLE = 4
 def register(subparsers):
     parser = subparsers.add_parser(
         "lab",
-        help="local test lab: Debian hosts in systemd-nspawn (up N / down / status)",
+        help="local test lab: Debian hosts in systemd-nspawn (up N / down / status / restart HOST)",
         description=(
             "Start throw-away Debian bookworm hosts h1..hN on this machine "
             "(systemd-nspawn, real systemd, 10.213.0.11.. on bridge labbr0, apt "
@@ -39,6 +41,8 @@ def register(subparsers):
     p_up.add_argument("--docker", action="store_true",
                       help="let the hosts run a Docker engine inside")
     sub.add_parser("down", help="stop the lab and clean up (safe when nothing is up)")
+    p_re = sub.add_parser("restart", help="reboot one host (its disk is kept) and wait until ssh answers")
+    p_re.add_argument("host", metavar="HOST", help="host name (h1, h2, ...)")
     p_st = sub.add_parser("status", help="show the lab's hosts")
     p_st.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.set_defaults(func=run, lab_command=None)
@@ -70,7 +74,7 @@ def run(args) -> int:
         parser = getattr(args, "_lab_parser", None)
         if parser is not None:
             parser.print_usage(sys.stderr)
-        _err("missing action: up N | down | status")
+        _err("missing action: up N | down | status | restart HOST")
         return EXIT_USAGE
     if action == "status":
         st = lab.status()
@@ -79,6 +83,19 @@ def run(args) -> int:
         else:
             _print_status(st)
         return EXIT_OK
+
+    if action == "restart":
+        # argument checks first: they need neither root nor a running lab
+        st = lab.status()
+        if not re.fullmatch(r"h[0-9]+", args.host):
+            _err(f"restart: a lab host is named like h1, not {args.host!r}")
+            return EXIT_USAGE
+        if not st["hosts"]:
+            _err(f"restart {args.host}: the lab is not up in {st['lab_dir']} (rigctl lab up N first)")
+            return EXIT_FAILED
+        if args.host not in st["hosts"]:
+            _err(f"restart: no host {args.host} in the lab (hosts: {', '.join(st['hosts'])})")
+            return EXIT_USAGE
 
     n = getattr(args, "n", 2)
     if action == "up" and not 1 <= n <= 40:
@@ -94,6 +111,8 @@ def run(args) -> int:
             _print_status(st)
         elif action == "down":
             lab.down(stream=True)
+        elif action == "restart":
+            _print_status(lab.restart(args.host, stream=True))
         else:  # pragma: no cover - argparse restricts the choices
             _err(f"unknown action {action!r}")
             return EXIT_USAGE

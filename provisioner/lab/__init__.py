@@ -6,6 +6,7 @@ Thin Python wrapper around ``lab.sh`` (same directory), which does the work::
     ok, why = lab.can_run_lab()
     lab.up(2)              # h1=10.213.0.11, h2=10.213.0.12
     lab.status()           # {"up": True, "hosts": {...}, "inventory": ..., ...}
+    lab.restart("h2")      # reboot one host on the same disk
     lab.down()
 
 Environment: ``LAB_DIR`` (default /tmp/rigctl-lab), ``LAB_CACHE`` (default
@@ -24,7 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "LabError", "lab_script", "lab_dir", "lab_cache", "can_run_lab",
-    "up", "down", "status", "host_address", "using", "BRIDGE", "NET_PREFIX",
+    "up", "down", "restart", "status", "host_address", "using", "BRIDGE", "NET_PREFIX",
 ]
 
 BRIDGE = "labbr0"
@@ -152,6 +153,18 @@ def down(*, stream: bool = False) -> None:
     if not ok:
         raise LabError(why)
     _run("down", timeout=300, stream=stream)
+
+
+def restart(host: str, *, stream: bool = False) -> dict:
+    """Reboot one host (an orderly shutdown, then a boot on the same disk); return ``status()``.
+    Raises LabError (not up, no such host, no ssh after the boot)."""
+    if not isinstance(host, str) or not host.startswith("h") or not host[1:].isdigit():
+        raise LabError(f"a lab host is named like h1, not {host!r}")
+    ok, why = can_run_lab()
+    if not ok:
+        raise LabError(why)
+    _run("restart", host, timeout=300, stream=stream)
+    return status()
 
 
 def _ssh_answers(ip: str, timeout: float = 1.0) -> bool:

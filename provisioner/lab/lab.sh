@@ -4,6 +4,7 @@
 #   lab.sh up N [--docker]   start hosts h1..hN (systemd-nspawn, real systemd as PID 1)
 #   lab.sh down              stop everything the lab started; safe to run any time
 #   lab.sh status            hosts, addresses and whether ssh answers
+#   lab.sh restart HOST      reboot one host (its disk is kept), wait for ssh and systemd
 #   lab.sh base              only (re)build the cached base rootfs
 #
 # Hosts boot a cached mmdebstrap'd bookworm rootfs (LAB_CACHE/rootfs), each through its
@@ -466,6 +467,27 @@ down() {
   log "lab down in $(since "$t0") s"
 }
 
+restart() {  # $1 = host name: stop its nspawn (an orderly shutdown), boot it again on the same disk
+  local name=$1 d=$LAB_DIR/hosts/$1 ip pid t0 st; t0=$(now)
+  lab_state || die "the lab is not up in $LAB_DIR ('$0 up N' first)"
+  ip=$(awk -v n="$name" '$2 == n {print $1}' "$LAB_DIR/hosts.list")
+  [ -n "$ip" ] && [ -d "$d" ] || die "no host $name in the lab (hosts: $(awk '{print $2}' "$LAB_DIR/hosts.list" | xargs))"
+  LAB_DOCKER=$(cat "$LAB_DIR/docker-mode" 2>/dev/null || echo 0)
+  ssh_opts
+  ssh -F "$LAB_DIR/ssh_config" -O exit "$name" >/dev/null 2>&1 < /dev/null || true
+  pid=$(cat "$d/pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && is_nspawn_pid "$pid" "$TAG$name"; then stop_pid "$pid" 20; fi
+  kill_cgroup "$TAG$name"
+  ip link del "vb-$TAG$name" 2>/dev/null || true
+  # the overlay (base + this host's upper dir) stays mounted across the reboot; mount it if it is not
+  mountpoint -q "$d/root" || mount -t overlay overlay -o "lowerdir=$BASE,upperdir=$d/upper,workdir=$d/work" "$d/root"
+  start_nspawn "$name"
+  wait_ssh "$ip" || { tail -5 "$d/console.log" >&2 || true; die "no ssh on $name after 60 s (console: $d/console.log)"; }
+  st=$(ssh "${SSH_OPTS[@]}" "root@$ip" 'timeout 60 systemctl is-system-running --wait' 2>/dev/null || true)
+  [ "$st" = running ] || log "warning: $name systemd state is '$st'"
+  log "$name restarted in $(since "$t0") s"
+}
+
 status() {
   if ! [ -s "$LAB_DIR/hosts.list" ]; then echo "lab: down ($LAB_DIR)"; return 0; fi
   ssh_opts
@@ -481,7 +503,7 @@ status() {
   echo "ssh_config $LAB_DIR/ssh_config"
 }
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 with_lock() {
   mkdir -p "$(dirname "$LOCK")"
@@ -505,6 +527,9 @@ case $cmd in
     check_machine; with_lock; up "$n" ;;
   down) [ $# -eq 0 ] || usage; check_machine; with_lock; down ;;
   status) [ $# -eq 0 ] || usage; status ;;
+  restart)
+    [ $# -eq 1 ] && [[ $1 =~ ^h[0-9]+$ ]] || { echo "lab.sh restart: one host name like h1, not '$*'" >&2; exit 2; }
+    check_machine; with_lock; restart "$1" ;;
   base) check_machine; with_lock; prereqs; build_base ;;
   -h|--help|help) usage ;;
   *) usage ;;
