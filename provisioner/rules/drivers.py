@@ -1,6 +1,8 @@
 """driver-architecture: each GPU architecture's driver, CUDA and OS needs, and which stacks run on it.
 
-Sources: /work/shared/reference/rules.md §11 and stacks.md §8 (driver branches, open modules).
+Sources: CUDA toolkit/driver table (https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/),
+open kernel modules (https://developer.nvidia.com/blog/nvidia-transitions-fully-towards-open-source-gpu-kernel-modules/);
+more in docs/driver-architecture.md.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from .engine import rule
 from .stack import compute_capability, short_name, stack_name
 
 CUDA_ONLY_STACKS = (Stack.vllm, Stack.tabbyapi, Stack.petals)
-OLLAMA_MIN_CC = 5.0  # ollama docs/gpu.mdx (stacks.md §3)
-PROPRIETARY_ONLY_ARCHS = ("kepler", "maxwell", "pascal", "volta")  # no open kernel modules (stacks.md §8.1)
-VLLM_MIN_CC = 7.5  # vLLM GPU install docs (stacks.md §4)
+OLLAMA_MIN_CC = 5.0  # https://github.com/ollama/ollama/blob/main/docs/gpu.mdx
+PROPRIETARY_ONLY_ARCHS = ("kepler", "maxwell", "pascal", "volta")  # no open kernel modules (NVIDIA blog above)
+VLLM_MIN_CC = 7.5  # https://github.com/vllm-project/vllm/blob/main/docs/getting_started/installation/gpu.cuda.inc.md
 
 
 @rule("driver-architecture", "error",

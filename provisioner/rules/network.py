@@ -1,7 +1,9 @@
 """network family: is there a fabric between the nodes, and is it fast enough for the stack?
 
-Numbers and sources: /work/shared/reference/rules.md §4 and §10 ([R22], [R23],
-[N1]-[N3]); stacks.md §2 (llama.cpp RPC) and §4 (vLLM multi-node).
+Numbers and sources: llama.cpp RPC (https://github.com/ggml-org/llama.cpp/blob/master/tools/rpc/README.md,
+https://github.com/ggml-org/llama.cpp/issues/8832, https://github.com/ggml-org/llama.cpp/issues/11474) and vLLM
+multi-node (https://docs.vllm.ai/en/v0.8.3/serving/distributed_serving.html,
+https://github.com/vllm-project/vllm/blob/main/docs/serving/parallelism_scaling.md); see docs/network-speed.md.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from .context import Context
 from .engine import rule
 from .stack import RDMA_FABRICS, cross_node_groups, model_name, stack_name, vllm_groups
 
-MIN_FABRIC_GBPS = 10  # rules.md §10: "Use >= 10 GbE" for llama.cpp RPC
+MIN_FABRIC_GBPS = 10  # >= 10 GbE for llama.cpp RPC: a 100 Mb/s link gave ~1.2 t/s (https://github.com/ggml-org/llama.cpp/issues/11474)
 RPC_WARN_BELOW_GBPS = 25
-TP_FABRIC_GBPS = 100  # InfiniBand-class for multi-node tensor parallel [R22, R23]
+TP_FABRIC_GBPS = 100  # InfiniBand-class for multi-node tensor parallel (https://docs.vllm.ai/en/v0.8.3/serving/distributed_serving.html; https://www.mintlify.com/vllm-project/vllm/serving/distributed-serving)
 
 
 def _multi_node(ctx: Context):

@@ -1,7 +1,9 @@
 """NVLink rules: which cards have it, what a bridge may join, spacing, and what it does not do.
 
-Sources: /work/shared/reference/rules.md §9 and gpu-catalog.md §2 ([S5], [S17],
-[S32], [S47]-[S49]); per-card facts come from the catalog's `nvlink` block.
+Sources: NVIDIA's GA102 whitepaper (https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf),
+Ada without NVLink (https://videocardz.com/newz/gigabyte-rtx-4090-graphics-cards-have-hidden-and-unused-tracing-for-nvlink),
+bridge spacings (https://www.pugetsystems.com/labs/articles/NVIDIA-NVLink-2021-Update-and-Compatibility-Chart-2074/,
+https://www.zotac.com/eu/faq/sli-nvlink-spacing-recommendations), more in docs/nvlink-*.md; per-card facts come from the catalog's `nvlink` block.
 """
 
 from __future__ import annotations

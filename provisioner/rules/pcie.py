@@ -1,6 +1,7 @@
 """PCIe rules: slots, lanes, lane sharing, link width and generation, card thickness.
 
-Numbers and sources: /work/shared/reference/rules.md §8 ([L1]-[L5]) and the
+Numbers and sources: the lane counts and x16->x8 sharing in docs/pcie-lanes.md and docs/pcie-lane-sharing.md,
+the link bandwidths in docs/pcie-generation.md (each with its URL), and the
 GPU catalog's slot_width / pcie_gen fields. Boards are described by the user
 (`board.slots`, `board.m2_slots`); nothing here is checked without them.
 """
@@ -17,7 +18,7 @@ from .context import Context, PlacedGpu
 from .engine import rule
 from .power import short_name
 
-GEN4_X16_GBS = 32.0  # per direction [rules.md §8, L3/L4]
+GEN4_X16_GBS = 32.0  # per direction (https://dev.to/jovan_chan_9500711396d4e6/multi-gpu-for-local-ai-in-2026-nvlink-vs-pcie-and-when-a-second-card-actually-helps-1egf; https://github.com/voipmonitor/rtx6kpro/blob/master/hardware/pcie-bandwidth.md)
 
 
 def gbs(gen: int, lanes: int) -> float:

@@ -1,6 +1,7 @@
 """Power rules: PSU headroom, GPU power connectors, wall circuit, power caps.
 
-Numbers and sources: /work/shared/reference/rules.md §7 ([P1]-[P11]) and the
+Numbers and sources: the URLs beside each constant below and in docs/psu-*.md,
+docs/wall-circuit.md and docs/power-limit-range.md, and the
 GPU catalog's board_power_w / transient_peak_w / power_connector fields.
 """
 
@@ -16,18 +17,18 @@ from ..spec.models import Node
 from .context import Context, PlacedGpu
 from .engine import rule
 
-HEADROOM = 1.25  # rules.md §7 suggested formula
+HEADROOM = 1.25  # rigctl's rule of thumb, not a standard; docs/psu-headroom.md says why
 HEADROOM_CAPPED = 1.15  # every GPU power-limited below board power (§7: ×1.15–1.2)
 HEADROOM_TRANSIENT = 1.4  # non-ATX-3 PSU with spiky GPUs (§7: ×1.4–1.5 for ATX 2.x or Ampere)
 ASSUMED_CPU_W = 150
 PSU_SIZES_W = (750, 850, 1000, 1200, 1300, 1600, 2000, 2400)
 MIN_SUGGESTED_CAP = 0.5  # never suggest a cap below half the board power
-CONNECTOR_16PIN_W = 600  # 12VHPWR / 12V-2x6 [P8]
-PCIE_8PIN_W = 150  # [P9]
+CONNECTOR_16PIN_W = 600  # 12VHPWR / 12V-2x6 (https://www.tomshardware.com/news/intel-atx-v3-psu-standard)
+PCIE_8PIN_W = 150  # (http://igorscience.org/index-2106.html)
 EPS_8PIN_W = 300  # CPU-style EPS-12V 8-pin on workstation/server cards (A6000, A100 PCIe)
-SLOT_W = 75  # [P9]
+SLOT_W = 75  # (http://igorscience.org/index-2106.html)
 
-# 80 PLUS efficiency at 50-100 % load, 115 V internal [P10]; "none" = no certification
+# 80 PLUS efficiency at 50-100 % load, 115 V internal (https://en.wikipedia.org/wiki/80_Plus); "none" = no certification
 EFFICIENCY = {"none": 0.80, "white": 0.82, "bronze": 0.85, "silver": 0.87,
               "gold": 0.90, "platinum": 0.92, "titanium": 0.94}
 
@@ -88,7 +89,7 @@ def node_load(ctx: Context, node_index: int) -> Load | None:
 
 
 def spiky(pg: PlacedGpu) -> bool:
-    """Documented large transients: Ampere PCIe cards [P5] or a catalog peak ≥ 1.5× board power [P4]."""
+    """Documented large transients: Ampere PCIe cards (https://hardzone.es/noticias/tarjetas-graficas/nvidia-rtx-3090-fuente-alimentacion-750-vatios/) or a catalog peak ≥ 1.5× board power (https://www.slashgear.com/1902896/rtx-5090-how-much-power-can-pull-nvidia-geforce-gpu/)."""
     e = pg.entry
     if e is None or e.board_power_w is None:
         return False

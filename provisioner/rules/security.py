@@ -1,9 +1,13 @@
 """security family: who can reach the endpoints and cluster ports, and no secrets in the spec.
 
-Facts and sources: /work/shared/reference/stacks.md (quick reference: ports, binds,
-built-in auth; §2 llama.cpp RPC "never run on an open network"; §3 Ollama has no
-auth; §4 vLLM --api-key covers /v1 only, inter-node traffic insecure by default;
-§6 exo API without auth; §7 Petals; §10 provisioning checklist).
+Facts and sources (ports, binds, built-in auth): llama.cpp RPC "never run on an open
+network" (https://github.com/ggml-org/llama.cpp/blob/master/tools/rpc/README.md); Ollama has
+no auth (https://github.com/ollama/ollama/blob/main/envconfig/config.go); vLLM --api-key
+covers /v1 only and inter-node traffic is insecure by default
+(https://github.com/vllm-project/vllm/blob/main/docs/usage/security.md); exo's API has no
+auth (https://github.com/exo-explore/exo/blob/main/src/exo/main.py); Petals
+(https://github.com/bigscience-workshop/petals). Details in docs/endpoint-auth.md and
+docs/cluster-port-exposure.md.
 """
 
 from __future__ import annotations

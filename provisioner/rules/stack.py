@@ -1,7 +1,8 @@
 """stack family: does the chosen inference stack run this model, format and layout?
 
-Facts and sources: /work/shared/reference/stacks.md (formats, multi-node, status
-of TabbyAPI/exo/Petals) and rules.md §4 (vLLM tensor parallel), §5, §10, §11.
+Facts and sources: each stack's own docs, cited in docs/stack-*.md, docs/vllm-tensor-parallel.md,
+docs/exo-linux-cpu.md, docs/petals-swarm.md and docs/rpc-image.md (vLLM parallelism:
+https://github.com/vllm-project/vllm/blob/main/docs/serving/parallelism_scaling.md).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from .engine import rule
 
 RDMA_FABRICS = ("infiniband", "roce")
 PETALS_ARCHITECTURES = ("llama", "bloom", "falcon", "mixtral")  # petals src/petals/models/__init__.py
-FP8_MIN_CC = 8.9  # FP8 W8A8 on Ada/Hopper+ (stacks.md §4)
+FP8_MIN_CC = 8.9  # FP8 W8A8 on Ada/Hopper+ (https://github.com/vllm-project/vllm/blob/main/docs/features/quantization/README.md)
 
 STACK_NAMES = {
     Stack.llamacpp: "llama.cpp", Stack.llamacpp_rpc: "llama.cpp RPC", Stack.ollama: "Ollama",
     Stack.vllm: "vLLM", Stack.tabbyapi: "TabbyAPI", Stack.exo: "exo", Stack.petals: "Petals",
 }
 
-# What each stack loads (stacks.md quick reference and §1-§7).
+# What each stack loads; sources per format in provisioner/spec/data/formats.yaml.
 STACK_LOADS = {
     Stack.llamacpp: "GGUF files only",
     Stack.llamacpp_rpc: "GGUF files only",
@@ -131,7 +132,7 @@ def vllm_tensor_parallel(ctx: Context):
                 f"('Total number of attention heads ({heads}) must be divisible by tensor parallel size ({tp})') — "
                 f"use {use}, or tensor_parallel 1 with pipeline_parallel {tp * pp}",
                 tp_path, tag="heads", at_key=True,
-                hint="pipeline parallel has no head constraint; 3, 5, 6 or 7 GPUs usually need it (rules.md §4)")
+                hint="pipeline parallel has no head constraint; 3, 5, 6 or 7 GPUs usually need it")
 
         if tp * pp != len(placed):
             path = tp_path if dep.tensor_parallel or not dep.pipeline_parallel else base + ("pipeline_parallel",)
@@ -173,7 +174,7 @@ def vllm_tensor_parallel(ctx: Context):
                 over = f"{fabric.kind} at {fabric.speed_gbps:g} Gb/s" if fabric else "no fabric"
                 yield vllm_tensor_parallel.finding(
                     f"the tensor-parallel group {_labels(spanning[0])} spans nodes over {over}: multi-node tensor "
-                    "parallel all-reduces every layer and needs InfiniBand-class networking (rules.md §4, §10) — "
+                    "parallel all-reduces every layer and needs InfiniBand-class networking (vLLM distributed serving docs) — "
                     f"use {layout}",
                     tp_path, tag="cross-node", at_key=True)
 
@@ -362,7 +363,7 @@ def rpc_image(ctx: Context):
             yield rpc_image.finding(
                 f"deployment {dep.name} runs llama.cpp RPC in containers with the official llama.cpp image, "
                 "which is built without GGML_RPC: it has no rpc-server and llama-server has no --rpc "
-                "(stacks.md §1, .devops/cuda.Dockerfile)",
+                "(llama.cpp .devops/cuda.Dockerfile)",
                 ("serve", i, "stack"),
                 hint="set image: to one you build with -DGGML_RPC=ON (the same build on every node), "
                      "or drop deploy_mode: container to run the native build rigctl installs")

@@ -1,8 +1,8 @@
 """storage family: do the model files fit on the nodes' disks, and how long do they take to load?
 
 Weights come from provisioner.sizing (params x bpw / 8, or the real file size).
-Disk capacities are in GB as sold; sizing works in GiB (rules.md: GB = 1e9 B,
-GiB = 2^30 B, a 7 % difference), so both are printed.
+Disk capacities are in GB as sold; sizing works in GiB (GB = 1e9 B,
+GiB = 2^30 B, a 7 % difference: https://en.wikipedia.org/wiki/Gibibyte), so both are printed.
 """
 
 from __future__ import annotations
