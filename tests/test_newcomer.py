@@ -260,3 +260,83 @@ def test_lab_sh_restart_refuses_bad_arguments(tmp_path, args):
 def test_lab_help_lists_restart():
     r = rigctl("lab", "--help")
     assert "restart" in r.stdout and "reboot one host" in r.stdout
+
+
+# ---------------------------------------------------------------- rigctl bench without a lab
+
+
+@pytest.mark.parametrize("soak, message", [("5x", "is not a duration like 30s, 5m or 1h"),
+                                           ("0s", "a soak runs between 1 s and 24 h"),
+                                           ("25h", "a soak runs between 1 s and 24 h")])
+def test_bench_soak_duration_errors(tmp_path, soak, message):
+    r = rigctl("bench", str(_lab_spec(tmp_path)), "--soak", soak)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_bench_without_the_api_key_names_the_variable(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RIGCTL_LAB_API_KEY"}
+    r = rigctl("bench", str(_lab_spec(tmp_path)), "-i", str(ROOT / "inventories" / "lab"), env=env)
+    assert r.returncode == 2 and "secret-env-unset" in r.stderr and "RIGCTL_LAB_API_KEY" in r.stderr, r.stderr
+
+
+def test_bench_of_an_unreachable_host_is_a_located_error(tmp_path):
+    spec = _lab_spec(tmp_path)
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1, ansible_port: 1}\n"
+                   "    h2: {ansible_host: 127.0.0.1, ansible_port: 1}\n  vars: {ansible_user: root}\n")
+    r = rigctl("bench", str(spec), "-i", str(inv), env=dict(os.environ, RIGCTL_LAB_API_KEY="k"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(rf"{re.escape(str(spec))}:\d+:\d+: error bench-endpoint\[tiny\]: tiny: cannot benchmark "
+                     r"rigctl-tiny on h1 \(10\.213\.0\.11:8080\): could not run on h1: ", r.stdout), r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_bench_speed_finding_only_outside_the_plan_range():
+    from provisioner.plan.model import Speed
+    from provisioner.verify.bench import Endpoint, EndpointResult, findings, percentile
+
+    ep = Endpoint("tiny", 0, "h1", "rigctl-tiny", "llamacpp", "127.0.0.1", 8080, "/health", 1, 512, "native",
+                  None, Speed(40.0, 60.0, 1000, 2000, "memory bandwidth"))
+    def result(decode, prompt):
+        return EndpointResult(ep, "m", lengths=[
+            {"ok": True, "target_tokens": 32, "decode_tps": decode, "prompt_tps": 500.0},
+            {"ok": True, "target_tokens": 432, "decode_tps": decode, "prompt_tps": prompt}])
+    assert findings(result(50.0, 1500.0)) == []
+    (low,) = findings(result(20.0, 1500.0))
+    assert low.rule == "bench-speed[decode]" and low.path == ("serve", 0)
+    assert "measured decode 20.0 tok/s (single stream, 32-token prompt) is below the plan's 40-60 tok/s" in low.message
+    (high,) = findings(result(50.0, 5000.0))
+    assert high.rule == "bench-speed[prompt]" and "5,000 tok/s (432-token prompt) is above" in high.message
+    assert percentile([0.1, 0.2, 0.3, 0.4], 50) == 0.2 and percentile([0.1, 0.2, 0.3, 0.4], 99) == 0.4
+
+
+# ---------------------------------------------------------------- what the demo and README say
+
+
+def _lab_packages() -> list[str]:
+    m = re.search(r"local pkgs=\(([^)]*)\)", (ROOT / "provisioner" / "lab" / "lab.sh").read_text())
+    return m.group(1).split()
+
+
+def _ci_packages() -> list[str]:
+    line = next(ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if "apt-get install" in ln)
+    return [w for w in line.split("-qq", 1)[1].split(">")[0].split() if not w.startswith("-")]
+
+
+def test_demo_says_random_weights_build_time_and_packages():
+    demo = (ROOT / "scripts" / "demo.sh").read_text()
+    curl = demo.index("curl -sS")
+    note = demo.rindex("RANDOM WEIGHTS", 0, curl)  # printed right before the completion
+    assert demo[note:curl].count("echo ") >= 2 and "random tokens" in demo[note:curl]
+    assert "15-40 min" in demo and "~8 min" not in demo
+    shown = "\n".join(ln for ln in demo.splitlines() if ln.startswith("echo "))
+    for pkg in _lab_packages():
+        assert pkg in shown, f"demo.sh does not print that the lab installs {pkg}"
+
+
+def test_readme_two_commands_says_the_same():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    assert "random weights" in section and "15-40 min" in section
+    for pkg in _lab_packages() + _ci_packages() + ["nftables", "docker.io", "chromium"]:
+        assert f"`{pkg}`" in section, f"README's 'The two commands' does not name {pkg}"

@@ -154,7 +154,7 @@ def unset_secret_env(ctx, plan, limit: str | None = None, envvars: dict | None =
         out.append(Diagnostic(
             "secret-env-unset", Severity.error,
             f"deployment {dep.name}: its API key comes from environment variable {name}, which is "
-            f"{'empty' if name in env else 'not set'} on this machine — export {name} before rigctl apply",
+            f"{'empty' if name in env else 'not set'} on this machine — export {name} (the key apply deploys) first",
             path=("serve", i, "auth", "env"), data={"env": name, "deployment": dep.name}))
     return out
 
