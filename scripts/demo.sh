@@ -2,6 +2,14 @@
 # The main job on a built-in example: validate and plan example rigs; then, where this
 # machine allows it (root + systemd-nspawn), bring up two lab hosts, apply the lab rig
 # over SSH with Ansible, ask the deployed llama-server for a completion, and tear down.
+#
+# What it installs: a .venv here with rigctl and its Python dependencies. The lab part (root only)
+# installs on this machine, through apt, what provisioner/lab/lab.sh needs: systemd-container,
+# mmdebstrap, apt-cacher-ng, iproute2, openssh-client; the llama.cpp build needs cmake, a C++
+# compiler and make already installed (.ci/run installs python3-venv, cmake and g++). The lab
+# hosts themselves are a Debian bookworm rootfs made by mmdebstrap (cached in /var/tmp).
+# First run: the llama.cpp CPU build takes 15-40 min cold on a busy 2-core machine (16 and 35 min
+# measured), seconds once cached; the bookworm rootfs a few minutes, once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,6 +20,11 @@ RIGCTL=.venv/bin/rigctl
 export PATH="$PWD/.venv/bin:$PATH"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "what this demo installs"
+echo "  .venv/ here: rigctl and its Python packages (pip)"
+echo "  lab part, as root, on this machine (apt): systemd-container mmdebstrap apt-cacher-ng iproute2 openssh-client"
+echo "  needed already for the llama.cpp build: cmake, a C++ compiler (g++), make"
 
 step "validate: a guide build done right"
 $RIGCTL validate examples/dual-3090-nvlink.yaml
@@ -30,7 +43,7 @@ if ! $RIGCTL lab up 2; then
   exit 0
 fi
 trap '$RIGCTL lab down >/dev/null 2>&1 || true' EXIT
-echo "llama.cpp CPU build (built from the llama-cpp-python sdist once, ~8 min on 2 cores; then cached):"
+echo "llama.cpp CPU build (from the llama-cpp-python sdist; first run 15-40 min on a busy 2-core machine, then cached: seconds):"
 export RIGCTL_ARTIFACTS_DIR=$(.venv/bin/python -m provisioner.lab.llamacpp | tail -n 1)
 echo "  $RIGCTL_ARTIFACTS_DIR"
 MODEL=/var/tmp/rigctl-lab-cache/models/tiny-llama.gguf   # model_file of examples/lab-cpu-rpc.yaml
@@ -39,10 +52,15 @@ export RIGCTL_LAB_API_KEY=${RIGCTL_LAB_API_KEY:-demo-$(od -An -N8 -tx1 /dev/uran
 $RIGCTL validate examples/lab-cpu-rpc.yaml
 $RIGCTL apply examples/lab-cpu-rpc.yaml -i inventories/lab --yes
 step "a real completion from llama-server on h1 (using the RPC server on h2)"
+echo "NOTE: the lab model has RANDOM WEIGHTS (a 2-layer test GGUF from provisioner.testmodels): the text"
+echo "below is random tokens. It shows that the deployed server answers over HTTP with its API key, not"
+echo "what a real model would say."
 curl -sS --max-time 60 http://10.213.0.11:8080/v1/chat/completions \
   -H "Authorization: Bearer $RIGCTL_LAB_API_KEY" -H 'Content-Type: application/json' \
   -d '{"messages":[{"role":"user","content":"Hello"}],"max_tokens":16}'
 echo
 step "verify"
 $RIGCTL verify examples/lab-cpu-rpc.yaml -i inventories/lab || true
+step "bench (CPU speeds of a random-weight model: expect a warning that they are outside the plan's range)"
+$RIGCTL bench examples/lab-cpu-rpc.yaml -i inventories/lab || true
 step "lab down"
