@@ -230,7 +230,7 @@ def findings(res: EndpointResult) -> list[Diagnostic]:
     if sp is not None and decode is not None and not sp.decode_tps_low <= decode <= sp.decode_tps_high:
         side = "below" if decode < sp.decode_tps_low else "above"
         out.append(Diagnostic(
-            f"bench-speed[decode]", Severity.warning,
+            "bench-speed[decode]", Severity.warning,
             f"{ep.deployment}: measured decode {decode:,.1f} tok/s (single stream, {res.lengths[0]['target_tokens']}-"
             f"token prompt) is {side} the plan's {sp.decode_tps_low:g}-{sp.decode_tps_high:g} tok/s", path,
             hint=("check what else runs on the host, the power cap and the PCIe link (rigctl verify); "
@@ -240,7 +240,7 @@ def findings(res: EndpointResult) -> list[Diagnostic]:
             not sp.prompt_tps_low <= prompt <= sp.prompt_tps_high:
         side = "below" if prompt < sp.prompt_tps_low else "above"
         out.append(Diagnostic(
-            f"bench-speed[prompt]", Severity.warning,
+            "bench-speed[prompt]", Severity.warning,
             f"{ep.deployment}: measured prompt processing {prompt:,.0f} tok/s ({res.lengths[-1]['target_tokens']}-"
             f"token prompt) is {side} the plan's {sp.prompt_tps_low:,}-{sp.prompt_tps_high:,} tok/s", path))
     if res.soak and res.soak["error_count"]:
