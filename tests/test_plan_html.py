@@ -82,7 +82,7 @@ def test_spec_with_errors_gives_a_page_of_located_findings(tmp_path, rigctl):
     assert "error wall-circuit" in err
     page = out.read_text()
     rows = re.findall(r'<tr class="finding error"><td class="sev">error</td><td>([^<]+)</td><td>([^<]+)</td>', page)
-    assert ("wall-circuit", f"{PITFALL}:14:33") in rows, rows
+    assert ("wall-circuit", f"{PITFALL}:15:33") in rows, rows
     assert "Not planned" in page
 
 

@@ -25,10 +25,14 @@ def rigctl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def applied(lab, lab_rig_env):
+def applied(lab, lab_rig_env, lab_shell):
     r = rigctl("apply", str(SPEC), "-i", str(INVENTORY), "--yes")
     assert r.returncode == 0, f"apply failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return lab
+    yield lab
+    # leave the shared lab as found: later modules start their own servers on these ports
+    # (llama-server first: stopping its RPC server first makes it abort)
+    lab_shell.run("h1", "systemctl disable --now rigctl-tiny.service", check=False)
+    lab_shell.run("h2", "systemctl disable --now rigctl-tiny-rpc.service", check=False)
 
 
 def _figure(pattern: str, text: str) -> float:
