@@ -31,8 +31,8 @@ def applied(lab, lab_rig_env, lab_shell):
     yield lab
     # leave the shared lab as found: later modules start their own servers on these ports
     # (llama-server first: stopping its RPC server first makes it abort)
-    lab_shell.run("h1", "systemctl disable --now rigctl-tiny.service", check=False)
-    lab_shell.run("h2", "systemctl disable --now rigctl-tiny-rpc.service", check=False)
+    lab_shell.run("h1", "systemctl disable --now rigctl-tiny.service; systemctl reset-failed rigctl-tiny.service", check=False)
+    lab_shell.run("h2", "systemctl disable --now rigctl-tiny-rpc.service; systemctl reset-failed rigctl-tiny-rpc.service", check=False)
 
 
 def _figure(pattern: str, text: str) -> float:

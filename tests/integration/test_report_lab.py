@@ -32,8 +32,8 @@ def applied(lab, lab_rig_env, lab_shell):
     yield lab_rig_env  # the API key the services were deployed with
     # leave the shared lab as found: later modules start their own servers on these ports
     # (llama-server first: stopping its RPC server first makes it abort)
-    lab_shell.run("h1", "systemctl disable --now rigctl-tiny.service", check=False)
-    lab_shell.run("h2", "systemctl disable --now rigctl-tiny-rpc.service", check=False)
+    lab_shell.run("h1", "systemctl disable --now rigctl-tiny.service; systemctl reset-failed rigctl-tiny.service", check=False)
+    lab_shell.run("h2", "systemctl disable --now rigctl-tiny-rpc.service; systemctl reset-failed rigctl-tiny-rpc.service", check=False)
 
 
 def test_report_archive_has_logs_and_no_api_key(applied, tmp_path):
