@@ -101,13 +101,18 @@ def systemd_path(path: str) -> str:
 _SYSTEMD_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
 
 
+def _matching(text, pattern: re.Pattern, refusal: str) -> str:
+    """The text when the consumer's own pattern takes it whole; refused with `refusal` otherwise."""
+    text = str(text)
+    if not pattern.fullmatch(text):
+        raise Unrepresentable(f"{_show(text)} {refusal}")
+    return text
+
+
 def systemd_name(text: str) -> str:
     """A user, group or credential name (unquoted settings): a plain name, or refused."""
-    text = str(text)
-    if not _SYSTEMD_NAME.fullmatch(text):
-        raise Unrepresentable(f"{_show(text)} cannot be a systemd user or credential name "
-                              "(letters, digits, '_', '.', '@', '-')")
-    return text
+    return _matching(text, _SYSTEMD_NAME, "cannot be a systemd user or credential name "
+                                          "(letters, digits, '_', '.', '@', '-')")
 
 
 def comment_text(text: str) -> str:
@@ -166,19 +171,13 @@ def compose_escape(value):
 
 def compose_name(text: str, what: str = "compose name") -> str:
     """A service, container, volume or project name: compose's own pattern, or refused."""
-    text = str(text)
-    if not _COMPOSE_NAME.fullmatch(text):
-        raise Unrepresentable(f"{_show(text)} cannot be a {what}: compose allows only "
-                              "letters, digits, '_', '.' and '-' (starting with a letter or digit)")
-    return text
+    return _matching(text, _COMPOSE_NAME, f"cannot be a {what}: compose allows only "
+                                          "letters, digits, '_', '.' and '-' (starting with a letter or digit)")
 
 
 def env_name(text: str) -> str:
     """An environment variable name (a compose environment key, a systemd assignment)."""
-    text = str(text)
-    if not _ENV_NAME.fullmatch(text):
-        raise Unrepresentable(f"{_show(text)} is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
-    return text
+    return _matching(text, _ENV_NAME, "is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def bind_path(path: str) -> str:
