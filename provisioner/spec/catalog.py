@@ -21,6 +21,10 @@ from ..yamlio import SafeLoader as _SafeLoader
 from . import inputfile, yamlload
 
 
+MemoryType = Literal["gddr5", "gddr5x", "gddr6", "gddr6x", "gddr7", "hbm2", "hbm2e", "hbm3", "hbm3e",
+                     "lpddr4x", "lpddr5", "lpddr5x", "ddr4", "ddr5"]
+
+
 class Entry(BaseModel):
     # validators are built on first use: the shipped catalogs are checked by the test
     # suite and loaded with model_construct, which keeps `rigctl validate` starting fast
@@ -52,6 +56,9 @@ class GpuEntry(Entry):
     usable_memory_fraction: float = 1.0
     reserved_mib: int = 0
     bandwidth_gbs: float = Field(gt=0, le=1_000_000)  # divides in the speed estimate
+    # the kind of memory behind bandwidth_gbs: kernels reach a different share of peak on
+    # GDDR, HBM and unified LPDDR memory (the speed model reads it)
+    memory_type: MemoryType | None = None
     board_power_w: int | None = None
     transient_peak_w: int | None = None
     transient_note: str | None = None

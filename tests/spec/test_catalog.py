@@ -40,3 +40,13 @@ def test_fast_and_validated_loads_agree():
     for kind in ("gpus", "models", "formats", "cpus"):
         a, b = getattr(fast, kind), getattr(slow, kind)
         assert {e.id: e.model_dump() for e in a} == {e.id: e.model_dump() for e in b}
+
+
+def test_every_gpu_names_its_memory_type():
+    """The speed model reads memory_type (kernels reach a different share of peak on GDDR, HBM, LPDDR)."""
+    cat = builtin(validate=True)
+    missing = [g.id for g in cat.gpus if g.memory_type is None]
+    assert not missing, missing
+    assert cat.gpus.get("rtx-4090").memory_type == "gddr6x"
+    assert cat.gpus.get("h100-sxm").memory_type == "hbm3"
+    assert cat.gpus.get("apple-m4-max").memory_type == "lpddr5x"
