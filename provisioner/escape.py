@@ -1,10 +1,10 @@
 """One escaping function per consumer of the text rigctl writes.
 
 Every value that leaves rigctl reaches its consumer through exactly one function here:
-systemd unit words and assignments, Docker Compose values and names, Ollama Modelfile
-arguments, YAML scalars, and the ``!unsafe`` marking of everything Ansible reads. A value
-that a consumer has no way to say literally (a NUL byte in an argv, a newline in a compose
-service name, `\"\"\"` in a Modelfile FROM) raises ``Unrepresentable`` rather than being
+systemd unit words and assignments, launchd property lists, Docker Compose values and names,
+Ollama Modelfile arguments, YAML scalars, and the ``!unsafe`` marking of everything Ansible
+reads. A value that a consumer has no way to say literally (a NUL byte in an argv, a newline
+in a compose service name, `\"\"\"` in a Modelfile FROM) raises ``Unrepresentable`` rather than being
 changed: a silently altered path or name would point somewhere else. The schema refuses
 such values at validate with their location; this is the defence behind it.
 
@@ -208,6 +208,41 @@ def modelfile_arg(text: str) -> str:
     if not any(c in text for c in ' \t\n"'):
         return text
     return f'"{text}"' if '"' not in text else f'"""{text}"""'
+
+
+# ------------------------------------------------------------------ launchd property lists
+# launchd reads its jobs from XML property lists (launchd.plist(5); Apple's DTD
+# https://www.apple.com/DTDs/PropertyList-1.0.dtd); plistlib writes that format and escapes
+# &, < and >. It raises on C0 controls, but silently turns "\r" into "\n", and XML 1.0 has
+# no way to carry U+FFFE/U+FFFF or lone surrogates (https://www.w3.org/TR/xml/#charsets):
+# those are refused here instead of being changed. launchd expands nothing in a plist
+# (no $VAR, no %), so every other string reaches the job exactly as written.
+
+
+def _plist_check(value, where: str = "") -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _plist_check(k, where)
+            _plist_check(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _plist_check(v, where)
+    elif isinstance(value, str):
+        bad = next((c for c in value if (ord(c) < 0x20 and c not in "\t\n") or c in "\ufffe\uffff"
+                    or 0xD800 <= ord(c) <= 0xDFFF), None)
+        if bad is not None:
+            raise Unrepresentable(f"{_show(value)}: the character {ascii(bad)} cannot be written in a launchd "
+                                  f"property list{' (' + where + ')' if where else ''}")
+    elif not isinstance(value, (bool, int)):
+        raise Unrepresentable(f"{_show(str(value))}: a {type(value).__name__} has no launchd plist form")
+
+
+def launchd_plist(job: dict) -> str:
+    """A launchd job as an XML property list (keys sorted: same job, same bytes)."""
+    import plistlib
+
+    _plist_check(job)
+    return plistlib.dumps(job, fmt=plistlib.FMT_XML, sort_keys=True).decode("utf-8")
 
 
 # ------------------------------------------------------------------ Ansible
