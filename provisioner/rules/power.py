@@ -20,6 +20,16 @@ from .engine import rule
 HEADROOM = 1.25  # rigctl's rule of thumb, not a standard; docs/psu-headroom.md says why
 HEADROOM_CAPPED = 1.15  # every GPU power-limited below board power (§7: ×1.15–1.2)
 HEADROOM_TRANSIENT = 1.4  # non-ATX-3 PSU with spiky GPUs (§7: ×1.4–1.5 for ATX 2.x or Ampere)
+TRANSIENT_SPIKY = 1.5  # ms peak of a spiky GPU without a measured figure (the catalog's 1.5x TGP rule, see rtx-3090)
+# 100 µs excursion a PSU carries, times its rating: ATX 3.0/3.1 200 % for 100 µs
+# (https://hothardware.com/news/psu-manufs-can-skirt-atx-30-tolerance-testing); ATX 2.x sets no excursion
+# limit: units trip over-power protection on Ampere spikes
+# (https://hardzone.es/noticias/tarjetas-graficas/nvidia-rtx-3090-fuente-alimentacion-750-vatios/), at about
+# 120 % of rating (OPP measured at 119.2 % on a Corsair AX1600i:
+# https://www.tomshardware.com/uk/reviews/corsair-ax1600i-psu,5406-6.html);
+# Intel's example: a 300 W GPU needs ~750 W ATX 3.0 but ~1,100 W ATX 2.x (https://www.tweaktown.com/news/85717/)
+ATX3_EXCURSION = 2.0
+ATX2_EXCURSION = 1.2
 ASSUMED_CPU_W = 150
 PSU_SIZES_W = (750, 850, 1000, 1200, 1300, 1600, 2000, 2400)
 MIN_SUGGESTED_CAP = 0.5  # never suggest a cap below half the board power
@@ -140,7 +150,21 @@ def psu_text(node: Node) -> str:
 # ------------------------------------------------------------------ psu-headroom
 
 
-@rule("psu-headroom", "error", "PSU capacity covers the sustained load with headroom for transients",
+def transient_w(load: Load) -> int:
+    """Millisecond peak of the node: documented GPU peaks (scaled to a cap), ×1.5 for spiky GPUs
+    without a measured peak, board power otherwise; CPU and platform at their sustained draw."""
+    total = load.cpu_w + load.platform_w
+    for pg, w in load.gpus:
+        e = pg.entry
+        board = e.board_power_w if e and e.board_power_w else w
+        if e and e.transient_peak_w:
+            total += round(e.transient_peak_w * w / board)
+        else:
+            total += round(w * (TRANSIENT_SPIKY if spiky(pg) else 1.0))
+    return total
+
+
+@rule("psu-headroom", "error", "PSU capacity covers the sustained load and its transients; headroom below 25 % warns",
       tags=("power", "psu"))
 def psu_headroom(ctx: Context) -> Iterator[Diagnostic]:
     for ni, node in enumerate(ctx.rig.nodes):
@@ -154,37 +178,56 @@ def psu_headroom(ctx: Context) -> Iterator[Diagnostic]:
         path = ("nodes", ni, "psu", "watts")
         need = base * load.total_w
         transient = not node.psu.atx3 and any(spiky(pg) for pg, _ in load.gpus)
-        if capacity < need:
+        peak = transient_w(load)
+        # what the unit carries for a millisecond: ATX 3.x is tested at 200 % for 100 µs,
+        # an ATX 2.x unit only up to its over-power protection (~120 %)
+        carries = capacity * (ATX3_EXCURSION if node.psu.atx3 else ATX2_EXCURSION)
+        share = f"{load.total_w / capacity:.0%} of its rating"
+
+        def fixes(factor: float) -> list[str]:
             if transient:
                 spikers = " and ".join(sorted({short_name(pg) for pg, _ in load.gpus if spiky(pg)}))
                 atx3 = psu_size_for(HEADROOM * load.total_w, node.psu.count)
                 other = psu_size_for(HEADROOM_TRANSIENT * load.total_w, node.psu.count)
-                fixes = [f"use {other}" if atx3 == other else
-                         f"use {atx3} if ATX 3.x, else {other} (40 % headroom for {spikers} spikes)"]
+                out = [f"use {other}" if atx3 == other else
+                       f"use {atx3} if ATX 3.x, else {other} (40 % headroom for {spikers} spikes)"]
             else:
-                fixes = [f"use {psu_size_for(HEADROOM * load.total_w, node.psu.count)}"]
-            cap = suggest_cap(load, capacity, HEADROOM_TRANSIENT if transient else HEADROOM_CAPPED,
-                              HEADROOM_TRANSIENT if transient else HEADROOM)
+                out = [f"use {psu_size_for(HEADROOM * load.total_w, node.psu.count)}"]
+            cap = suggest_cap(load, capacity, factor if transient else HEADROOM_CAPPED, factor)
             if cap is not None:
-                fixes.append(f"cap the GPUs at {cap} W (power_limit_w)")
+                out.append(f"cap the GPUs at {cap} W (power_limit_w)")
+            return out
+
+        if load.total_w > capacity:
             yield psu_headroom.finding(
-                f"{load.describe()} sustained needs ≥ {need:.0f} W with {round((base - 1) * 100)} % headroom; "
-                f"PSU is {psu_text(node)} — " + " or ".join(fixes),
-                path)
+                f"{load.describe()} sustained is above the PSU's rating ({psu_text(node)}, {share}): it shuts down "
+                f"or browns out under load; ≥ {need:.0f} W gives {round((base - 1) * 100)} % headroom — "
+                + " or ".join(fixes(HEADROOM)), path)
+        elif peak > carries:
+            kind = "ATX 3.x units are tested to 200 %" if node.psu.atx3 else "an ATX 2.x unit trips its over-power protection at about 120 %"
+            yield psu_headroom.finding(
+                f"{load.describe()} sustained, but millisecond GPU spikes reach ~{peak} W on {psu_text(node)} "
+                f"({kind}): expect shutdowns under load — " + " or ".join(fixes(HEADROOM_TRANSIENT)),
+                path, tag="transient")
+        elif capacity < need:
+            yield psu_headroom.finding(
+                f"{load.describe()} sustained is {share} ({psu_text(node)}): it runs, with less than the "
+                f"{round((base - 1) * 100)} % headroom rigctl advises (≥ {need:.0f} W) for ageing, heat and "
+                "efficiency — " + " or ".join(fixes(base)),
+                path, tag="margin", severity=Severity.warning)
         elif transient and capacity < HEADROOM_TRANSIENT * load.total_w:
             spikers = sorted({short_name(pg) for pg, _ in load.gpus if spiky(pg)})
             need_t = HEADROOM_TRANSIENT * load.total_w
             cap = suggest_cap(load, capacity, HEADROOM_TRANSIENT, HEADROOM_TRANSIENT)
-            fixes = ["use an ATX 3.x PSU (atx3: true; tested for 200 % excursions for 100 µs)",
-                     psu_size_for(need_t, node.psu.count)]
+            fix = ["use an ATX 3.x PSU (atx3: true; tested for 200 % excursions for 100 µs)",
+                   psu_size_for(need_t, node.psu.count)]
             if cap is not None:
-                fixes.append(f"cap the GPUs at {cap} W")
+                fix.append(f"cap the GPUs at {cap} W")
             yield psu_headroom.finding(
                 f"{', '.join(spikers)} cards draw ms-scale spikes far above board power, and this PSU is not ATX 3.x: "
                 f"{load.total_w} W sustained needs ≥ {need_t:.0f} W with 40 % headroom; PSU is {psu_text(node)} — "
-                + " or ".join(fixes),
+                + " or ".join(fix),
                 path, tag="transient", severity=Severity.warning)
-
 
 
 # ------------------------------------------------------------------ psu-connectors
