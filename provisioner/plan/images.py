@@ -1,7 +1,10 @@
 """Native or container, and which image: per service, from the rig and data/images.yaml.
 
 llama.cpp runs as a native unit unless the rig says ``deploy_mode: container``; the
-other stacks only exist as containers (playbooks/README.md says why).
+other stacks only exist as containers (playbooks/README.md says why). On a macOS node
+llama.cpp and exo run natively (launchd): Docker on macOS runs a Linux VM that cannot reach
+Metal, so a container there would run on CPU, and the rule macos-native refuses
+``deploy_mode: container`` and the container-only stacks on macOS nodes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from ..yamlio import safe_load
 from .model import Service
 
 NATIVE_STACKS = frozenset({"llamacpp", "llamacpp-rpc"})
+MACOS_NATIVE_STACKS = frozenset({"llamacpp", "llamacpp-rpc", "exo"})
 
 
 @lru_cache(maxsize=1)
@@ -41,8 +45,10 @@ def archive_name(image: str) -> str:
 
 def assign(rig, dep, services: list[Service]) -> None:
     """Set deploy_mode, image, volumes and (offline) image_archive on a deployment's services."""
+    macos = {n.name for n in rig.nodes if n.os == "macos"}
     for svc in services:
-        if svc.stack in NATIVE_STACKS and rig.deploy_mode != "container":
+        native = MACOS_NATIVE_STACKS if svc.node in macos else NATIVE_STACKS
+        if svc.stack in native and rig.deploy_mode != "container":
             continue
         entry = catalog().get(svc.stack, {})
         svc.deploy_mode = "container"

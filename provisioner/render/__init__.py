@@ -24,7 +24,7 @@ from ..escape import Unrepresentable, Unsafe, ansible_unsafe
 from ..plan.model import Plan
 from ..resources import package_dir
 from ..rules.drivers import PROPRIETARY_ONLY_ARCHS
-from . import compose, yamlemit
+from . import compose, launchd, yamlemit
 from . import services as svcmod
 from .files import OutputDirError, OutputLocked, RenderedFile, WriteResult, write
 from .inventory import (
@@ -117,8 +117,14 @@ def _render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | N
                                   _yaml({**ansible_unsafe(host_vars), **other_host}, rig.name)))
         projects: dict[str, list] = {}
         for svc, sv in zip(svcs, host_vars["rigctl_services"]):
-            if sv["deploy_mode"] == "native":
+            if sv["deploy_mode"] == "native" and "plist_src" in sv:
+                files.append(RenderedFile(sv["plist_src"], launchd.plist_file(rig.name, svc, sv["secret_files"])))
+            elif sv["deploy_mode"] == "native":
                 files.append(_unit_file(rig.name, svc, sv))
+            elif node.os == "macos":
+                # the rule macos-native refuses this at validate; never render a project that fails later
+                raise RenderError(f"cannot render rig {rig.name}: {svc.name} on macOS node {node.name} would be "
+                                  "a container, and Docker on macOS cannot reach Metal or an NVIDIA GPU")
             else:
                 projects.setdefault(sv["compose_src"], []).append((svc, sv["secret_files"]))
         for path, members in projects.items():
@@ -197,7 +203,7 @@ def _host_vars(ctx, node, svcs, plan: Plan, spec_dir: Path, profile: str) -> dic
     services = []
     for s in svcs:
         src, archive = (_absolute(p, spec_dir) for p in (s.model_source, s.image_archive))
-        services.append(svcmod.service_vars(s, plan, src, archive))
+        services.append(svcmod.service_vars(s, plan, src, archive, node.os))
     return {
         "rigctl_node_name": node.name,
         "rigctl_gpu_required": bool(gpus) and profile != "lab",

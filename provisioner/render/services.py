@@ -82,8 +82,10 @@ def depends_on(svc: Service, plan: Plan) -> list[dict]:
             for s in d.services if s.role == "rpc-worker"]
 
 
-def service_vars(svc: Service, plan: Plan, model_source: str | None, image_archive: str | None = None) -> dict:
-    """The service dict roles read (Service.to_dict() plus render's keys, VARIABLES.md)."""
+def service_vars(svc: Service, plan: Plan, model_source: str | None, image_archive: str | None = None,
+                 node_os: str | None = None) -> dict:
+    """The service dict roles read (Service.to_dict() plus render's keys, VARIABLES.md).
+    A native service on a macOS node gets a launchd plist (``plist_src``), not a unit."""
     d = svc.to_dict()
     d["model_source"] = model_source
     d["image_archive"] = image_archive
@@ -92,7 +94,13 @@ def service_vars(svc: Service, plan: Plan, model_source: str | None, image_archi
     d["depends_on"] = depends_on(svc, plan)
     if d["deploy_mode"] == "native":
         d["binary_src"] = PurePosixPath(svc.argv[0]).name
-        d["unit_src"] = unit_path(svc)
+        if node_os == "macos":
+            from . import launchd  # launchd imports this module
+
+            d["plist_src"] = launchd.plist_path(svc)
+            d["launchd_label"] = launchd.label(svc)
+        else:
+            d["unit_src"] = unit_path(svc)
     else:
         d["compose_src"] = compose_path(svc)
         d["compose_project"] = compose_project(svc)

@@ -61,7 +61,8 @@ def rule(id: str, severity: Severity | str, summary: str, tags: tuple[str, ...] 
     return wrap
 
 
-_FAMILIES = ("reference", "placement", "memory", "power", "pcie", "nvlink", "stack", "drivers", "network", "security", "storage")
+_FAMILIES = ("reference", "placement", "memory", "power", "pcie", "nvlink", "stack", "drivers", "network", "security", "storage",
+             "platform")
 
 
 def load_rules() -> dict[str, Rule]:
