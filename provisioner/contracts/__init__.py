@@ -14,6 +14,8 @@ from importlib import resources
 
 import yaml
 
+from . import listeners
+
 
 @lru_cache(maxsize=None)
 def load(stack: str) -> dict | None:
@@ -38,6 +40,7 @@ def check(svc, contract: dict | None = None) -> list[str]:
     if svc.health_path and svc.health_path not in (c.get("health_routes") or {}):
         out.append(f"{where}: health route {svc.health_path} is not served by the engine")
     out += [f"{where}: {p}" for p in _config(svc, c)]
+    out += [f"{where}: {p}" for p in listeners.ports(svc, c) + listeners.bodies(svc, c)]
     return out
 
 

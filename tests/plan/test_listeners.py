@@ -134,7 +134,7 @@ def test_vllm_api_key_and_listener_flags_in_extra_args_are_refused(tmp_path):
     assert at == [0, 2, 4]
 
 
-# ------------------------------------------------------------------ exo: bind through the firewall, UDP discovery
+# ------------------------------------------------------------------ exo: bind through the firewall, pinned libp2p port
 
 
 EXO = """\
@@ -169,12 +169,11 @@ def test_exo_listens_everywhere_and_the_firewall_keeps_a_loopback_api_on_lo(tmp_
     head, other = services(plan)
     assert head.bind == "0.0.0.0"  # what exo really does: it has no listen-address option
     assert not any("host" in a for a in head.argv)
-    assert rules_on(plan, "m0") == [
-        {"port": 52413, "proto": "udp", "scope": "subnet", "service": "rigctl-mlx"},
+    assert rules_on(plan, "m0") == [  # exo v1.0.71: libp2p on --libp2p-port, no UDP discovery port
         {"port": 52414, "proto": "tcp", "scope": "subnet", "service": "rigctl-mlx"},
         {"port": 52415, "proto": "tcp", "scope": "loopback", "service": "rigctl-mlx"},
     ]
-    assert other.port is None and [r["port"] for r in rules_on(plan, "m1")] == [52413, 52414]
+    assert other.port is None and [r["port"] for r in rules_on(plan, "m1")] == [52414]
 
 
 def test_single_node_exo_keeps_its_peer_ports_to_loopback(tmp_path):
@@ -209,7 +208,7 @@ def test_every_ray_listener_is_pinned_and_restricted_to_the_rig_subnet(root):
         assert all(p < 32768 for p in pinned.values())  # out of Linux's ephemeral range
 
 
-def test_rendered_ruleset_filters_the_ray_worker_range_and_exo_discovery_over_udp(root, tmp_path):
+def test_rendered_ruleset_filters_the_ray_worker_range_and_the_exo_peer_port(root, tmp_path):
     res = check_file(str(root / "examples" / "multinode-vllm.yaml"))
     plan = build_plan(res.context)
     ruleset = nft_ruleset(rules_on(plan, "gpu-b"), res.context.rig.fabric.subnet)
@@ -217,8 +216,8 @@ def test_rendered_ruleset_filters_the_ray_worker_range_and_exo_discovery_over_ud
     assert re.search(r"^\s*tcp dport 10002-19999 counter drop", ruleset, re.M)
     _, exo_plan = planned(tmp_path, exo_spec(2, "127.0.0.1"))
     exo_rules = nft_ruleset(rules_on(exo_plan, "m0"), "10.0.2.0/24")
-    assert "ip saddr 10.0.2.0/24 udp dport 52413 counter accept" in exo_rules
-    assert not re.search(r"tcp dport 52413", exo_rules)
+    assert "ip saddr 10.0.2.0/24 tcp dport 52414 counter accept" in exo_rules
+    assert not re.search(r"dport 52413", exo_rules)
     assert re.search(r"^\s*tcp dport 52415 counter drop comment \"rigctl-mlx: loopback only\"", exo_rules, re.M)
     nft = shutil.which("nft")
     if nft:
