@@ -149,10 +149,12 @@ def devices_for(ctx, dep: Deployment) -> list[Device]:
         node = ctx.rig.nodes[ni]
         placed = [pg for pg in ctx.placed_gpus(dep) if pg.node_index == ni]
         if placed:
+            if any(pg.entry is None for pg in placed):
+                # an unknown GPU stops the verdict (unknown-gpu reports it): judging the
+                # remaining cards alone would print a false "does not fit"
+                return []
             for pg in placed:
                 e = pg.entry
-                if e is None:
-                    continue
                 cap = e.usable_gib - (DISPLAY_GIB if pg.gpu.display else 0)
                 out.append(Device(pg.label, node.name, pg.gpu.id, pg.path, e.name, cap, e.bandwidth_gbs,
                                   nominal_gib=e.memory_gib * e.usable_memory_fraction))

@@ -9,16 +9,27 @@ handing the hidden state to the next GPU, network round trips) are added on top.
     t_token = sum_sequential(bytes_d / (eff x bandwidth_d)) + layers x overhead
               + crossings + all-reduces + network
 
-The range combines the low/high efficiency with the high/low overheads; the
-constants live in data/compute.yaml and were fitted on published measurements
-(bench/accuracy.py). Prompt processing is compute-bound: 2 x active params
-FLOP per token against the GPUs' dense FP16 tensor TFLOPS.
+The share of peak bandwidth a kernel reaches depends on the memory behind it
+(GDDR, HBM, unified LPDDR, host DDR), the architecture and the weights' format
+(F16, 8-bit, lower-bit quantized), and MoE expert kernels have their own factor;
+those efficiencies are fitted on published rows by bench/fit.py and live, with
+the fit's provenance, in data/efficiency.yaml. Fixed costs and vendor figures
+live in data/compute.yaml.
+
+Prompt processing is compute-bound: 2 x active params FLOP per token against
+an effective rate per device. F16 weights run the tensor-core GEMMs (a fitted
+share of the dense FP16 TFLOPS); quantized weights run llama.cpp's dequantize/MMQ
+path, a share of that peak capped at a fitted ceiling on every card. A layer
+split in llama.cpp pipelines micro-batches across its GPUs, so a long prompt
+overlaps the stages instead of running them one after another.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -33,6 +44,30 @@ from .model import Speed
 def constants() -> dict:
     text = (resources.files("provisioner.plan") / "data" / "compute.yaml").read_text(encoding="utf-8")
     return safe_load(text)
+
+
+@lru_cache(maxsize=1)
+def _fitted() -> dict:
+    text = (resources.files("provisioner.plan") / "data" / "efficiency.yaml").read_text(encoding="utf-8")
+    return safe_load(text)
+
+
+_override: list[dict] = []
+
+
+def efficiency() -> dict:
+    """The fitted efficiencies (data/efficiency.yaml), or the ones bench/fit.py is trying."""
+    return _override[-1] if _override else _fitted()
+
+
+@contextmanager
+def efficiency_override(params: dict):
+    """Use ``params`` instead of data/efficiency.yaml (the fitter's candidates)."""
+    _override.append(params)
+    try:
+        yield
+    finally:
+        _override.pop()
 
 
 @dataclass
@@ -59,10 +94,23 @@ def estimate(ctx, dep: Deployment, fit: Fit, context_tokens: int | None = None) 
         full = decode_terms(ctx, dep, fit, fit.context_tokens)
         notes.append(f"at a full {fit.context_tokens:,}-token context: {1 / sum(t.slow_s for t in full):.1f}-"
                      f"{1 / sum(t.fast_s for t in full):.1f} tok/s (KV reads grow with the context)")
-    eff = c["decode_efficiency"]
-    notes.append(f"single stream at a {short:,}-token context; {eff['low']:.0%}-{eff['high']:.0%} of peak memory "
-                 "bandwidth plus fixed per-layer costs, fitted on published llama.cpp/vLLM measurements")
+    effs = sorted({round(decode_efficiency(ctx, dep, d), 2) for d in fit.devices})
+    spread = efficiency()["decode"]["spread"]
+    lo, hi = effs[0] / spread, min(1.0, effs[-1] * spread)
+    notes.append(f"single stream at a {short:,}-token context; {lo:.0%}-{hi:.0%} of peak memory "
+                 f"bandwidth ({', '.join(sorted({memory_class(ctx, d) for d in fit.devices}))} memory, "
+                 f"{format_class(ctx, dep)} weights) plus fixed per-layer costs, fitted on published "
+                 "llama.cpp/vLLM measurements (bench/fit.py)")
     p_low, p_high = prompt_range(ctx, dep, fit)
+    long_prompt = c["prompt_long_tokens"]
+    if p_high and _pipelined(ctx, dep, fit):
+        l_low, l_high = prompt_range(ctx, dep, fit, long_prompt)
+        notes.append(f"a {long_prompt:,}-token prompt: {l_low:,}-{l_high:,} tok/s (llama.cpp pipelines "
+                     f"{c['ubatch_tokens']}-token micro-batches across the {len(fit.devices)} GPUs of the split)")
+    moe = cpu_moe_layers(ctx, dep)
+    if moe:
+        notes.append(f"experts of {moe} layers in system RAM (--n-cpu-moe/--cpu-moe): each token reads "
+                     "their routed experts at host memory bandwidth")
     return Speed(round(1 / slow, 1), round(1 / fast, 1), p_low, p_high, bottleneck(ctx, dep, fit, terms), notes)
 
 
@@ -74,12 +122,16 @@ def decode_terms(ctx, dep: Deployment, fit: Fit, context: int) -> list[Term]:
     model = ctx.model(dep)
     if model is None or not fit.devices:
         return []
-    eff = c["decode_efficiency"]
+    spread = efficiency()["decode"]["spread"]
     active = (getattr(model, "active_params_b", None) or model.params_b) / model.params_b
     kv_layer = kv_bytes_per_token_layer(model, fit.kv_type)
     tensor = fit.mode == "tensor" or fit.tensor_parallel > 1
     tp = fit.tensor_parallel if tensor else 1
     kv_share = max(1.0, model.kv_heads / tp) / model.kv_heads
+    # routed experts of the first N layers read from system RAM (--n-cpu-moe N)
+    cpu_layers = cpu_moe_layers(ctx, dep) if not tensor else 0
+    expert_layer_bytes = routed_expert_bytes_per_layer(ctx, dep, fit) if cpu_layers else 0.0
+    moved = expert_layer_bytes * cpu_layers
     terms: list[Term] = []
     stages = _stages(fit) if tensor else [[d] for d in fit.devices]
     for stage in stages:
@@ -87,8 +139,13 @@ def decode_terms(ctx, dep: Deployment, fit: Fit, context: int) -> list[Term]:
         times = []
         for d in stage:
             bw = bandwidth_gbs(ctx, d) * 1e9
-            nbytes = d.weights_gib * GIB * active + d.layers * kv_layer * kv_share * context
-            times.append((nbytes / (eff["high"] * bw), nbytes / (eff["low"] * bw), d))
+            weights = d.weights_gib * GIB * active
+            if moved > 0 and d.gpu_id is not None:
+                take = min(moved, weights * 0.95)
+                weights, moved = weights - take, moved - take
+            nbytes = weights + d.layers * kv_layer * kv_share * context
+            eff = decode_efficiency(ctx, dep, d)
+            times.append((nbytes / (min(1.0, eff * spread) * bw), nbytes / (eff / spread * bw), d))
         f, s, d = max(times, key=lambda x: x[1])
         label = d.name if len(stage) == 1 else f"{len(stage)}x {d.name}"
         terms.append(Term("stream", label, f, s))
@@ -96,8 +153,108 @@ def decode_terms(ctx, dep: Deployment, fit: Fit, context: int) -> list[Term]:
         terms.append(Term("overhead", _backend(ctx, d), d.layers * lo * 1e-6, d.layers * hi * 1e-6))
         if tensor and len(stage) > 1:
             terms.append(_allreduce(ctx, dep, stage, model, d.layers))
+    if cpu_layers and expert_layer_bytes > 0:
+        host = _host_device(ctx, dep, fit)
+        bw = bandwidth_gbs(ctx, host) * 1e9
+        eff = _cell(efficiency()["decode"], "ddr", "cpu", format_class(ctx, dep)) * _moe_factor(model)
+        nbytes = expert_layer_bytes * cpu_layers
+        terms.append(Term("stream", "experts in system RAM", nbytes / (min(1.0, eff * spread) * bw),
+                          nbytes / (eff / spread * bw)))
     terms += _crossings(ctx, dep, fit, stages, model)
     return terms
+
+
+# ------------------------------------------------------------------ efficiency
+
+
+def memory_class(ctx, d: Device) -> str:
+    """gddr | hbm | unified | ddr: what kind of memory the device streams from."""
+    if d.gpu_id is None:
+        return "ddr"
+    e = _entry(ctx, d)
+    kind = (getattr(e, "memory_type", None) or "") if e else ""
+    for prefix, cls in (("hbm", "hbm"), ("gddr", "gddr"), ("lpddr", "unified"), ("ddr", "ddr")):
+        if kind.startswith(prefix):
+            return cls
+    if e is None:
+        return "gddr"
+    if e.vendor == "apple":
+        return "unified"
+    return "hbm" if e.form_factor in ("sxm", "oam") else "gddr"
+
+
+def format_class(ctx, dep: Deployment) -> str:
+    """f16 | q8 | quant, from the format's bits per weight (16-bit, 8-bit, fewer)."""
+    fmt = ctx.format(dep)
+    bits = dep.bits_per_weight or (fmt.bits_per_weight if fmt else None)
+    if bits is None:
+        return "quant"
+    return "f16" if bits >= 15 else "q8" if bits >= 7.5 else "quant"
+
+
+def _cell(table: dict, mem: str, arch: str | None, fmt: str) -> float:
+    """Most specific fitted cell: architecture, then memory kind, then all devices."""
+    cells = table["cells"]
+    keys = ([f"arch:{arch}/{fmt}"] if arch else []) + [f"{mem}/{fmt}", f"all/{fmt}"]
+    if fmt == "q8":
+        keys += [f"{mem}/quant", "all/quant"]
+    for k in keys:
+        if k in cells:
+            return cells[k]
+    return table["default"]
+
+
+def _moe_factor(model) -> float:
+    return efficiency()["decode"].get("moe_factor", 1.0) if getattr(model, "experts", None) else 1.0
+
+
+def decode_efficiency(ctx, dep: Deployment, d: Device) -> float:
+    """Middle of the fitted share of peak bandwidth one token's reads reach on ``d``."""
+    e = _entry(ctx, d) if d.gpu_id is not None else None
+    eff = _cell(efficiency()["decode"], memory_class(ctx, d), e.architecture if e else "cpu",
+                format_class(ctx, dep))
+    return eff * _moe_factor(ctx.model(dep))
+
+
+_CPU_MOE = re.compile(r"^(?:--n-cpu-moe|-ncmoe)(?:=(\d+))?$")
+
+
+def cpu_moe_layers(ctx, dep: Deployment) -> int:
+    """Layers whose experts llama.cpp keeps in system RAM: ``--n-cpu-moe N`` / ``--cpu-moe``."""
+    model = ctx.model(dep)
+    if model is None or not getattr(model, "experts", None) or not dep.stack.value.startswith("llamacpp"):
+        return 0
+    args = [str(a) for a in dep.extra_args]
+    for i, a in enumerate(args):
+        if a in ("--cpu-moe", "-cmoe"):
+            return model.layers
+        m = _CPU_MOE.match(a)
+        if m:
+            val = m.group(1) or (args[i + 1] if i + 1 < len(args) else "")
+            if val.isdigit():
+                return min(int(val), model.layers)
+    return 0
+
+
+def routed_expert_bytes_per_layer(ctx, dep: Deployment, fit: Fit) -> float:
+    """Bytes of routed experts one token reads per layer: active weights minus attention and the output head."""
+    model = ctx.model(dep)
+    total = sum(d.weights_gib for d in fit.devices) * GIB
+    if model is None or not total:
+        return 0.0
+    per_param = total / (model.params_b * 1e9)
+    hidden = model.hidden_size or model.attention_heads * model.head_dim
+    attn = hidden * model.head_dim * (2 * model.attention_heads + 2 * model.kv_heads)
+    dense = model.layers * attn + model.vocab_size * hidden
+    active = (getattr(model, "active_params_b", None) or model.params_b) * 1e9
+    return max(0.0, active - dense) * per_param / model.layers
+
+
+def _host_device(ctx, dep: Deployment, fit: Fit) -> Device:
+    """The head node's RAM, where llama.cpp keeps CPU-resident experts."""
+    nodes = ctx.deployment_nodes(dep)
+    name = nodes[0].name if nodes else fit.devices[0].node
+    return Device(f"{name}/cpu", name, None, (), "system RAM", 0.0, None)
 
 
 def bandwidth_gbs(ctx, d: Device) -> float:
@@ -189,15 +346,20 @@ def _crossings(ctx, dep, fit: Fit, stages: list[list[Device]], model) -> list[Te
     out = []
     hop = c["hop_overhead_ms"].get(dep.stack.value, 0.0) * 1e-3
     msg = (model.hidden_size or model.attention_heads * model.head_dim) * 4
+    rpc = dep.stack == Stack.llamacpp_rpc
     for a, b in zip(stages, stages[1:]):
         if a[-1].node == b[0].node:
             x = c["split_crossing_us"]
             out.append(Term("crossing", "GPU to GPU", x["low"] * 1e-6, x["high"] * 1e-6))
             continue
+        if rpc:
+            continue  # RPC traffic all goes through the client: counted per split below
         gbs, lat_us = _network(ctx)
         trips = c["rpc_roundtrips_per_crossing"]
         t = trips * lat_us * 1e-6 + msg / (gbs * 1e9) + hop
         out.append(Term("network", f"{a[-1].node} to {b[0].node}", t, t * 1.5))
+    if rpc:
+        out += _rpc_client_terms(ctx, dep, fit, msg)
     if dep.stack in (Stack.exo, Stack.petals) and len(stages) > 0:
         # the client talks to the first hop and gets the token back from the last one
         gbs, lat_us = _network(ctx)
@@ -206,33 +368,97 @@ def _crossings(ctx, dep, fit: Fit, stages: list[list[Device]], model) -> list[Te
     return out
 
 
+def _rpc_client_terms(ctx, dep, fit: Fit, msg: int) -> list[Term]:
+    """llama.cpp RPC: the client drives every remote device's graph split on every token.
+
+    Per split and token the client sets the split's input tensor, sends the split's
+    graph (GRAPH_COMPUTE serializes every node and source tensor as a 296-byte
+    rpc_tensor) and waits, then reads the output back: a few round trips plus the
+    graph's bytes (ggml/src/ggml-rpc/ggml-rpc.cpp, serialize_graph, in
+    https://github.com/ggml-org/llama.cpp). A client without a device of its own has
+    no local split to hide any of it behind.
+    """
+    c = constants()["rpc"]
+    nodes = ctx.deployment_nodes(dep)
+    head = nodes[0].name if nodes else None
+    gbs, lat_us = _network(ctx)
+    out = []
+    for d in fit.devices:
+        if d.node == head:
+            continue
+        graph = d.layers * c["graph_tensors_per_layer"] * c["rpc_tensor_bytes"]
+        t = c["roundtrips_per_split"] * 2 * lat_us * 1e-6 + (graph + 2 * msg) / (gbs * 1e9)
+        out.append(Term("network", f"client to {d.label} (RPC split)", t, t * 1.5))
+    return out
+
+
 # ------------------------------------------------------------------ prompt
 
 
-def prompt_range(ctx, dep: Deployment, fit: Fit) -> tuple[float | None, float | None]:
-    """Prompt tokens/s: compute-bound; stages in sequence, TP ranks in parallel."""
+def prompt_range(ctx, dep: Deployment, fit: Fit, prompt_tokens: int | None = None
+                 ) -> tuple[float | None, float | None]:
+    """Prompt tokens/s for a prompt of ``prompt_tokens`` (compute-bound).
+
+    The prompt runs in micro-batches of ``ubatch_tokens``; TP ranks of a stage run at
+    once, the stages of a layer split one after another, except that llama.cpp
+    pipelines micro-batches across the GPUs of one node: after the first micro-batch
+    has crossed every stage, each further one costs only the slowest stage.
+    """
     c = constants()
     model = ctx.model(dep)
-    tflops = c["fp16_tflops"]
+    if model is None or not fit.devices:
+        return None, None
+    prompt = prompt_tokens or c["prompt_reference_tokens"]
+    ubatch = min(prompt, c["ubatch_tokens"])
+    micro = math.ceil(prompt / ubatch)
     active_b = getattr(model, "active_params_b", None) or model.params_b
     total = sum(d.weights_gib for d in fit.devices) or 1.0
     stages = _stages(fit) if fit.tensor_parallel > 1 else [[d] for d in fit.devices]
-    t = 0.0
+    fmt = format_class(ctx, dep)
+    times = []
     for stage in stages:
         worst = 0.0
         for d in stage:
-            e = _entry(ctx, d) if d.gpu_id else None
-            if e is None or e.id not in tflops:
+            rate = prefill_tflops(ctx, d, fmt)
+            if rate is None:
                 return None, None
-            flop = 2 * active_b * 1e9 * d.weights_gib / total
-            worst = max(worst, flop / (tflops[e.id] * 1e12))
-        t += worst
-    eff = c["prompt_efficiency"]
+            flop = 2 * active_b * 1e9 * d.weights_gib / total * ubatch
+            worst = max(worst, flop / (rate * 1e12))
+        times.append(worst)
+    if _pipelined(ctx, dep, fit):
+        t = sum(times) + (micro - 1) * max(times)
+    else:
+        t = micro * sum(times)
+    spread = efficiency()["prefill"]["spread"]
     # a model of a few thousand parameters rounds to no compute time at all: there is no
     # meaningful compute-bound rate then (and dividing would fail), so none is quoted
-    if not t > 0 or not math.isfinite(eff["high"] / t):
+    if not t > 0 or not math.isfinite(prompt * spread / t):
         return None, None
-    return round(eff["low"] / t), round(eff["high"] / t)
+    mid = prompt / t
+    return round(mid / spread), round(mid * spread)
+
+
+def prefill_tflops(ctx, d: Device, fmt: str) -> float | None:
+    """Effective TFLOPS of ``d`` on a prompt: a fitted share of its dense FP16 peak; the
+    quantized (dequantize/MMQ) path is also capped at a fitted ceiling. None: no figure."""
+    e = _entry(ctx, d) if d.gpu_id is not None else None
+    if e is None:
+        return None
+    peak = e.fp16_tflops or constants()["fp16_tflops"].get(e.id)
+    if not peak:
+        return None
+    p = efficiency()["prefill"]["backends"].get(_backend(ctx, d)) or efficiency()["prefill"]["backends"]["cuda"]
+    if fmt == "f16":
+        return peak * p["f16_share"]
+    return min(peak * p["quant_share"], p["quant_cap_tflops"])
+
+
+def _pipelined(ctx, dep: Deployment, fit: Fit) -> bool:
+    """llama.cpp's pipeline parallelism: a layer split over several GPUs of one node."""
+    if dep.stack not in (Stack.llamacpp, Stack.llamacpp_rpc, Stack.ollama) or fit.tensor_parallel > 1:
+        return False
+    devs = fit.devices
+    return len(devs) > 1 and all(d.gpu_id is not None for d in devs) and len({d.node for d in devs}) == 1
 
 
 # ------------------------------------------------------------------ explanation

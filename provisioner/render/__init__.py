@@ -174,7 +174,7 @@ def _inventory(ctx, ov: InventoryOverrides, groups: dict[str, list[str]], conn_a
 def _nvidia_gpus(ctx, node) -> list:
     out = []
     for g in node.gpus:
-        entry = ctx.catalog.gpus.get(g.model)
+        entry = ctx.gpu_entry(g, node)
         if entry is None or entry.vendor == "nvidia":
             out.append((g, entry))
     return out

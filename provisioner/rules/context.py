@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..spec.catalog import Catalog, CpuEntry, FormatEntry, GpuEntry, ModelEntry
+from ..spec.catalog import Catalog, CpuEntry, FormatEntry, GpuEntry, ModelEntry, _norm, for_node_memory
 from ..spec.models import Deployment, Gpu, ModelArch, Node, Rig
 
 
@@ -47,8 +47,20 @@ class Context:
         self.model_files = model_files or {}
 
     # ---------------------------------------------------------- hardware
-    def gpu_entry(self, gpu: Gpu) -> GpuEntry | None:
-        return self.catalog.gpus.get(gpu.model)
+    def gpu_entry(self, gpu: Gpu, node: Node | None = None) -> GpuEntry | None:
+        """The GPU's entry: an inline `gpu_models` definition, else the catalog's; an Apple
+        chip is sized to its node's memory_gib when the node gives it."""
+        e = self._inline_gpus.get(_norm(gpu.model)) or self.catalog.gpus.get(gpu.model)
+        if e is not None and e.vendor == "apple" and node is not None and node.memory_gib:
+            e = for_node_memory(e, node.memory_gib)
+        return e
+
+    @cached_property
+    def _inline_gpus(self) -> dict[str, GpuEntry]:
+        out: dict[str, GpuEntry] = {}
+        for g in self.rig.gpu_models:
+            out[_norm(g.id)] = GpuEntry.model_construct(**g.model_dump(), aliases=[], confidence="medium")
+        return out
 
     def cpu_entry(self, node: Node) -> CpuEntry | None:
         if node.cpu is None or node.cpu.model is None:
@@ -64,14 +76,15 @@ class Context:
 
     @cached_property
     def _gpus_by_node(self) -> list[tuple[PlacedGpu, ...]]:
-        entries: dict[str, GpuEntry | None] = {}  # catalog lookups normalise the id: once per model
+        entries: dict[tuple, GpuEntry | None] = {}  # catalog lookups normalise the id: once per model
         out = []
         for ni, node in enumerate(self.rig.nodes):
             placed = []
             for i, g in enumerate(node.gpus):
-                if g.model not in entries:
-                    entries[g.model] = self.gpu_entry(g)
-                placed.append(PlacedGpu(ni, node, i, g, entries[g.model]))
+                key = (g.model, node.memory_gib)  # Apple entries depend on the node's RAM
+                if key not in entries:
+                    entries[key] = self.gpu_entry(g, node)
+                placed.append(PlacedGpu(ni, node, i, g, entries[key]))
             out.append(tuple(placed))
         return out
 

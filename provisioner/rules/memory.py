@@ -13,11 +13,16 @@ def _name(ctx, dep) -> str:
     return f"{model.name if model else dep.model} {dep.format}"
 
 
+MIN_CONTEXT = 256  # below this no context "fits": the suggestion would be a rig that cannot answer
+
+
 def _ctx_fix(dep, best: int | None) -> str:
-    if best is None:
+    """The largest context that fits, in the words of the stack's own setting ("" when none fits)."""
+    if best is None or best < MIN_CONTEXT:
         return ""
-    flag = {Stack.vllm: "--max-model-len", Stack.ollama: "OLLAMA_CONTEXT_LENGTH="}.get(dep.stack, "context_tokens: ")
-    return f"the largest context that fits is {best:,} tokens ({flag}{best})"
+    setting = {Stack.vllm: f"--max-model-len {best}", Stack.ollama: f"OLLAMA_CONTEXT_LENGTH={best}"}.get(
+        dep.stack, f"context_tokens: {best}")
+    return f"the largest context that fits is {best:,} tokens ({setting})"
 
 
 @rule("memory-fit", "error", "weights + KV cache + overheads fit on every device the model is placed on",
@@ -49,11 +54,22 @@ def memory_fit(ctx):
                         base + ("format",), tag="weights",
                         hint="use a smaller quantization, add GPUs to placement, or pick a smaller model")
                 break
-            fix = _ctx_fix(dep, f.max_context_tokens and sizing.round_context(f.max_context_tokens))
+            fix = _ctx_fix(dep, f.max_context_tokens and sizing.round_context(f.max_context_tokens)
+                           if (f.max_context_tokens or 0) >= MIN_CONTEXT else None)
+            if not fix and not f.user_split:
+                # no context fits at all: lowering it is no fix, the weights and overheads leave no room
+                left = min(x.capacity_gib - x.weights_gib - x.overhead_gib for x in f.devices)
+                yield memory_fit.finding(
+                    f"{_name(ctx, dep)}: no context fits: {usage}; weights and overheads leave "
+                    f"{max(left, 0.0):.2f} GiB for the KV cache on the fullest device, less than {MIN_CONTEXT} tokens",
+                    base + ("format",), tag="weights",
+                    hint="use a smaller quantization, add GPUs to placement, or pick a smaller model")
+                break
             if f.user_split and f.max_context_tokens and f.max_context_tokens >= f.context_tokens * 0.5:
                 yield memory_fit.finding(f"{_name(ctx, dep)}: tensor split {f.split} overflows {d.label}: {usage}",
                                          base + ("tensor_split" if dep.tensor_split else "gpu_split_gb",), tag="split",
-                                         hint="drop tensor_split to let rigctl balance the layers; " + fix)
+                                         hint="drop tensor_split to let rigctl balance the layers"
+                                         + (f"; {fix}" if fix else ""))
             else:
                 path = base + ("context_tokens",) if dep.context_tokens else base + ("model",)
                 kvhint = " or a q8_0 KV cache" if f.kv_type in ("f16", "bf16") else ""

@@ -78,6 +78,15 @@ def tensor_parallel(ctx: Context, dep: Deployment) -> int:
     return 1
 
 
+def _bridged_with(pg: PlacedGpu) -> set[str]:
+    """GPU ids an NVLink bridge joins to ``pg`` (itself included), empty without a bridge."""
+    out: set[str] = set()
+    for bridge in pg.node.nvlink:
+        if pg.gpu.id in bridge.gpus:
+            out |= set(bridge.gpus)
+    return out
+
+
 def tp_deployments(ctx: Context) -> Iterator[tuple[int, Deployment, int, list[PlacedGpu]]]:
     for di, dep in enumerate(ctx.rig.serve):
         tp = tensor_parallel(ctx, dep)
@@ -207,13 +216,24 @@ def pcie_width(ctx: Context) -> Iterator[Diagnostic]:
             if lk is None or key in reported or lk.lanes == 0 or (lk.lanes >= 16 and lk.slot.source == "cpu"):
                 continue  # a disabled slot (0 lanes) is pcie-lane-sharing's finding
             reported.add(key)
+            bridged = _bridged_with(pg)
+            group = {p.gpu.id for p in placed if p.node_index == pg.node_index}
+            if len(group) > 1 and group <= bridged:
+                continue  # the node's whole TP group is on one NVLink bridge: the all-reduce skips PCIe
             src = " through the chipset" if lk.slot.source == "chipset" else ""
+            if bridged:
+                others = ", ".join(sorted(bridged - {pg.gpu.id}))
+                advice = (f"its NVLink bridge to {others} carries only part of the all-reduce — use x16 CPU slots, "
+                          "tensor_parallel equal to the bridged group, ")
+            elif pg.entry and pg.entry.nvlink.present:
+                advice = "use x16 CPU slots, an NVLink bridge, "
+            else:
+                advice = "use x16 CPU slots "
             yield pcie_width.finding(
                 f"{pg.gpu.id} in {lk.slot.name} runs PCIe {lk.gen}.0 x{lk.lanes}{src} ≈ "
                 f"{fmt_gbs(gbs(lk.gen, lk.lanes))} GB/s per direction (x16 would be {fmt_gbs(gbs(lk.gen, 16))} GB/s); "
-                f"tensor parallel ({tp}) in '{dep.name}' all-reduces over this link at every layer — use x16 CPU "
-                + ("slots, an NVLink bridge, " if pg.entry and pg.entry.nvlink.present else "slots ")
-                + "or layer/pipeline split, which only passes activations",
+                f"tensor parallel ({tp}) in '{dep.name}' all-reduces over this link at every layer — {advice}"
+                "or layer/pipeline split, which only passes activations",
                 pg.path + ("slot",), tag="tensor-parallel")
     for pg in ctx.all_gpus():
         key = (pg.node_index, pg.gpu_index)

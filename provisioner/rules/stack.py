@@ -191,6 +191,11 @@ def _formats_for(ctx: Context, stack: Stack, limit: int = 4) -> list[str]:
     return out[:limit]
 
 
+# formats vLLM reads from a checkpoint quantized beforehand (fp8 and nf4 it can quantize while
+# loading a BF16 checkpoint: --quantization fp8 / bitsandbytes, see provisioner/plan/vllm.py)
+PREQUANTIZED_FAMILIES = ("awq", "gptq", "int8", "int4", "compressed-tensors")
+
+
 @rule("stack-format", "error", "the stack loads the deployment's weight format", tags=("stack",))
 def stack_format(ctx: Context):
     for i, dep in enumerate(ctx.rig.serve):
@@ -219,6 +224,18 @@ def stack_format(ctx: Context):
                 f"{fmt.name} has no fixed size: bits per weight are chosen at quantization time (e.g. 4.65) and set "
                 "memory and disk needs — add bits_per_weight from the model repo's name or config",
                 base + ("format",), tag="bits")
+
+        if (dep.stack == Stack.vllm and fmt.family in PREQUANTIZED_FAMILIES and "vllm" in fmt.stacks
+                and dep.model_file is None and not (dep.source and dep.source.local)):
+            model = ctx.model(dep)
+            repo = next((a for a in getattr(model, "aliases", []) if "/" in a), None) if model else None
+            base_size = f" ({model.params_b * 2 / 1.073741824:.0f} GiB at 16 bits)" if model else ""
+            yield stack_format.finding(
+                f"format {fmt.name} on vLLM needs a quantized {fmt.family.upper()} checkpoint, and none is given: vLLM would "
+                f"download {repo or 'the catalog model'}, the unquantized base model{base_size}, while memory is "
+                f"planned for {fmt.name} — point source.hf (repo and revision of a {fmt.family.upper()} checkpoint) "
+                "or model_file at the quantized checkpoint",
+                base + ("format",), tag="checkpoint")
 
         if fmt.family == "fp8" and dep.stack == Stack.vllm:
             old = [pg for pg in ctx.placed_gpus(dep)

@@ -73,10 +73,31 @@ class GpuEntry(Entry):
     open_kernel_modules_required: bool = False
     fp16_tflops: float | None = None
 
+    # Apple: the RAM sizes the chip is sold with (memory_gib is the largest); a node's
+    # memory_gib picks one, see apple_gpu_fraction
+    memory_options_gib: list[float] = Field(default_factory=list)
+
     @property
     def usable_gib(self) -> float:
         """Memory a model may use: nominal minus driver reservation, times the usable fraction."""
         return self.memory_gib * self.usable_memory_fraction - self.reserved_mib / 1024
+
+
+def apple_gpu_fraction(ram_gib: float) -> float:
+    """Share of a Mac's RAM that Metal lets the GPU wire by default (recommendedMaxWorkingSetSize).
+
+    About 2/3 up to 36 GB machines, about 3/4 above: a 32 GB M1 Max reports
+    recommendedMaxWorkingSetSize = 21845.34 MB, 2/3 of 32 GiB
+    (https://github.com/ggml-org/llama.cpp/pull/2011), 64 GB M1/M2 Max machines stop at about
+    47-48 GB (https://github.com/ggml-org/llama.cpp/issues/1870). `sudo sysctl
+    iogpu.wired_limit_mb=N` raises the limit until reboot.
+    """
+    return 2 / 3 if ram_gib <= 36 else 0.75
+
+
+def for_node_memory(entry: "GpuEntry", ram_gib: float) -> "GpuEntry":
+    """An Apple entry sized to the machine's RAM instead of the chip's largest configuration."""
+    return entry.model_copy(update={"memory_gib": float(ram_gib), "usable_memory_fraction": apple_gpu_fraction(ram_gib)})
 
 
 class ModelEntry(Entry):
@@ -93,6 +114,11 @@ class ModelEntry(Entry):
     vocab_size: int = Field(gt=0, le=16_777_216)
     max_context: int = Field(gt=0, le=1_073_741_824)
     experts: int | None = Field(None, gt=0, le=65_536)
+    # the Hugging Face repositories among the aliases answer 401 until the user accepts the
+    # licence and sends a token (https://huggingface.co/docs/hub/models-gated); gated_source says
+    # where that is stated for this model
+    gated: bool = False
+    gated_source: str | None = None
 
     @property
     def active_b(self) -> float:

@@ -219,6 +219,33 @@ class NvlinkBridge(Strict):
     bridge_slots: int | None = Field(None, ge=1, le=6, description="bridge spacing in slots (e.g. 3 or 4); not needed for SXM")
 
 
+class InlineGpu(Strict):
+    """A GPU that is not in the catalog, defined in the spec; nodes name it by `id` in `gpus[].model`."""
+
+    # the same bounds as a catalog entry (provisioner/spec/catalog.py GpuEntry)
+    id: Ident = Field(description="id the nodes' gpus[].model refer to; replaces a catalog entry with the same id")
+    name: Ident = Field(description="display name, e.g. NVIDIA GeForce RTX 2080 Ti 22GB (modded)")
+    vendor: Literal["nvidia", "apple", "amd", "intel"] = Field(description="GPU vendor")
+    architecture: str = Field(pattern=ARCH_PATTERN, description="architecture, e.g. turing, ampere, ada, rdna3")
+    form_factor: Literal["pcie", "sxm", "soc", "oam"] = Field("pcie", description="board form factor")
+    memory_gib: float = Field(gt=0, le=1_048_576, description="memory in GiB (a \"24 GB\" card = 24)")
+    usable_memory_fraction: float = Field(1.0, gt=0, le=1, description="share of memory models may use (Apple: see node memory_gib)")
+    reserved_mib: int = Field(500, ge=0, le=1_048_576, description="MiB not free before the first allocation (ECC, CUDA context)")
+    bandwidth_gbs: float = Field(gt=0, le=1_000_000, description="peak memory bandwidth in GB/s")
+    memory_type: Literal["gddr5", "gddr5x", "gddr6", "gddr6x", "gddr7", "hbm2", "hbm2e", "hbm3", "hbm3e",
+                         "lpddr4x", "lpddr5", "lpddr5x", "ddr4", "ddr5"] | None = Field(None, description="memory technology")
+    board_power_w: int | None = Field(None, ge=1, le=5000, description="board power (TGP/TBP) in watts")
+    transient_peak_w: int | None = Field(None, ge=1, le=15000, description="measured millisecond power peak in watts")
+    slot_width: int | None = Field(None, ge=1, le=6, description="slot positions the card occupies")
+    pcie_gen: int | None = Field(None, ge=1, le=6, description="PCIe generation of the card")
+    pcie_lanes: int | None = Field(None, ge=1, le=32, description="PCIe lanes of the card")
+    power_connector: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN, description="e.g. 2x 8-pin, 12V-2x6")
+    compute_capability: str | None = Field(None, pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$", description="CUDA compute capability, e.g. 7.5")
+    fp16_tflops: float | None = Field(None, gt=0, le=100_000, description="dense FP16 tensor TFLOPS")
+    source: str = Field("defined in the rig spec", max_length=4096, pattern=TEXT_PATTERN,
+                        description="where the numbers come from")
+
+
 class Storage(Strict):
     name: Ident | None = Field(None, description="device name, informational")
     type: Literal["nvme", "sata-ssd", "hdd", "network", "unified"] = Field(description="storage technology")
@@ -389,6 +416,8 @@ class Rig(Strict):
     name: Name = Field(description="rig name")
     description: str | None = Field(None, pattern=MULTILINE_TEXT_PATTERN, max_length=65_536, description="free text")
     catalog: list[FilePath] = Field(default_factory=list, max_length=256, description="extra catalog files (YAML), relative to the spec")
+    gpu_models: list[InlineGpu] = Field(default_factory=list, max_length=256,
+                                        description="GPUs not in the catalog, defined inline; nodes name them by id")
     profile: Literal["production", "lab"] = Field("production", description="lab = GPU-less test hosts; GPU roles are skipped visibly")
     fabric: Fabric | None = Field(None, description="network between nodes (required with more than one node)")
     nodes: list[Node] = Field(min_length=1, description="machines in the rig")

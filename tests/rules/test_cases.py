@@ -52,6 +52,8 @@ def test_rule_case(rule_id, case):
         if "severity" in e:
             match = [d for d in mine if d.rule == e["rule"] and d.location.line == e["line"]]
             assert match[0].severity.value == e["severity"], f"{e['rule']}: {match[0].severity.value}"
+    for needle in case.get("not_contains", []):
+        assert not any(needle in d.message or needle in (d.hint or "") for d in mine), f"{needle!r} in {[d.message for d in mine]}"
     for needle in case.get("contains", []):
         assert any(needle in d.message or needle in (d.hint or "") for d in mine), f"{needle!r} not in {[d.message for d in mine]}"
 
