@@ -196,6 +196,12 @@ def _formats_for(ctx: Context, stack: Stack, limit: int = 4) -> list[str]:
 PREQUANTIZED_FAMILIES = ("awq", "gptq", "int8", "int4", "compressed-tensors")
 
 
+def _has_local_source(dep) -> bool:
+    """A `source` (hf, url or path) names the weights to load instead of the catalog's base repository."""
+    source = getattr(dep, "source", None)
+    return bool(source is not None and source.local)
+
+
 @rule("stack-format", "error", "the stack loads the deployment's weight format", tags=("stack",))
 def stack_format(ctx: Context):
     for i, dep in enumerate(ctx.rig.serve):
@@ -226,7 +232,7 @@ def stack_format(ctx: Context):
                 base + ("format",), tag="bits")
 
         if (dep.stack == Stack.vllm and fmt.family in PREQUANTIZED_FAMILIES and "vllm" in fmt.stacks
-                and dep.model_file is None and not (dep.source and dep.source.local)):
+                and dep.model_file is None and not _has_local_source(dep)):
             model = ctx.model(dep)
             repo = next((a for a in getattr(model, "aliases", []) if "/" in a), None) if model else None
             base_size = f" ({model.params_b * 2 / 1.073741824:.0f} GiB at 16 bits)" if model else ""
