@@ -235,7 +235,46 @@ def fit(ctx, dep: Deployment, context_tokens: int | None = None) -> Fit | None:
         single = _fit_ollama_single(dep, model, w_total, devices, ctx_tokens, kv)
         if single is not None:
             return single
-    return _fit_layers(dep, model, w_total, devices, ctx_tokens, kv)
+    f = _fit_layers(dep, model, w_total, devices, ctx_tokens, kv)
+    better = best_order(dep, model, w_total, devices, ctx_tokens, kv, f)
+    if better is not None:
+        order, best = better
+        f.notes.append(
+            f"GPU order matters: the last device holds the output layer and its buffers; in the order "
+            f"{', '.join(order)} the largest context is {best:,} tokens, {f.max_context_tokens or 0:,} in the order "
+            "given (list the GPUs in that order under placement)")
+    return f
+
+
+ORDERED_STACKS = (Stack.llamacpp, Stack.ollama, Stack.tabbyapi)
+
+
+def best_order(dep, model, w_total, devices, ctx_tokens, kv, f: Fit) -> tuple[list[str], int] | None:
+    """A device order of one node's unequal GPUs that fits a larger context than ``f`` (by > 1 %), or None.
+
+    llama.cpp (and the stacks that split by layers) put the output layer on the last device,
+    so the same cards in another order give another largest context.
+    """
+    if (dep.stack not in ORDERED_STACKS or dep.tensor_split or dep.gpu_split_gb or f.mode != "layer"
+            or len({d.node for d in devices}) != 1 or any(d.gpu_id is None for d in devices)
+            or len({(d.name, d.capacity_gib) for d in devices}) < 2):
+        return None
+    kinds = list(dict.fromkeys((d.name, d.capacity_gib) for d in devices))
+    if len(kinds) > 4:
+        return None  # 24 orders at most
+    import itertools
+
+    best: tuple[list[str], int] | None = None
+    for perm in itertools.permutations(kinds):
+        order = [d for k in perm for d in devices if (d.name, d.capacity_gib) == k]
+        if order == devices:
+            continue
+        trial = _fit_layers(dep, model, w_total, [replace(d) for d in order], ctx_tokens, kv)
+        n = trial.max_context_tokens or 0
+        cur = f.max_context_tokens or 0
+        if n > cur * 1.01 and n - cur >= 256 and (best is None or n > best[1]):
+            best = ([d.gpu_id for d in order], n)
+    return best
 
 
 def _fixed_overheads(dep: Deployment, devices: list[Device]) -> list[float]:

@@ -145,30 +145,33 @@ def advise(cat, model_id: str, formats: list[str], pools: dict[str, int], max_gp
             continue  # one SoC per machine; no mixed vendors in one box
         if stack in ("vllm", "tabbyapi") and len(combo) > 1:
             continue  # tensor parallel wants identical GPUs
-        gpus = [{"id": f"gpu{i}", "model": g} for i, g in enumerate(g for g, n in combo.items() for _ in range(n))]
-        n = len(gpus)
-        for fmt in formats:
-            dep = {"name": "advise", "model": model_id, "format": fmt, "stack": stack,
-                   "context_tokens": context, "placement": [{"node": "n0"}]}
-            if stack in ("vllm", "tabbyapi") and n > 1:
-                dep["tensor_parallel"] = n
-            if fmt.lower() in ("exl2", "exl3"):
-                dep["bits_per_weight"] = TABBY_BPW
-            rig = Rig.model_validate({"version": 1, "name": "advise", "serve": [dep], "nodes": [
-                {"name": "n0", "os": "macos" if "apple" in vendors else "ubuntu-24.04", "memory_gib": 256,
-                 "gpus": gpus}]})
-            ctx = Context(rig, cat)
-            d = rig.serve[0]
-            fit = sizing.fit(ctx, d)
-            if fit is None:
+        n = sum(combo.values())
+        # the last GPU holds the output layer (layer split), so the order of unequal cards changes the
+        # largest context: try each order of the card models and keep the best, as the spec must list them
+        orders = (list(itertools.permutations(combo)) if len(combo) > 1 and len(combo) <= 4
+                  and stack in ("llamacpp", "ollama") else [tuple(combo)])
+        # a Mac is sold in several RAM sizes and macOS lets the GPU wire a share of it: one row per size
+        apple = next((e for e in entries.values() if e.vendor == "apple"), None)
+        sizes = (apple.memory_options_gib or [apple.memory_gib]) if apple else [256]
+        for fmt, ram in itertools.product(formats, sizes):
+            best = None
+            for order in orders:
+                row = _evaluate(cat, model_id, fmt, stack, context, vendors, {g: combo[g] for g in order}, n, ram)
+                if row is not None and (best is None or (row[0].fits, row[0].max_context_tokens or 0)
+                                        > (best[0].fits, best[0].max_context_tokens or 0)):
+                    best = row
+            if best is None:
                 continue
+            fit, ctx, d, ordered = best
             speed = estimate(ctx, d, fit) if fit.fits else None
             cost = sum(prices[g] * c for g, c in combo.items()) if all(g in prices for g in combo) else None
             out.append({
-                "gpus": " + ".join(f"{c}x {g}" for g, c in combo.items()), "gpu_count": n, "format": fmt,
+                "gpus": " + ".join(f"{c}x {g}" for g, c in ordered.items()) + (f" {ram:g} GB" if apple else ""),
+                "gpu_count": n, "format": fmt,
                 "fits": fit.fits, "weights_gib": round(fit.weights_gib, 1),
                 # memory allows more than the model was trained for: show the trained limit
                 "max_context_tokens": min(fit.max_context_tokens or 0, ctx.model(d).max_context),
+                "order": [g for g, c in ordered.items() for _ in range(c)] if len(orders) > 1 else None,
                 "decode_tps_low": speed.decode_tps_low if speed else None,
                 "decode_tps_high": speed.decode_tps_high if speed else None,
                 "decode_tps": round(math.sqrt(speed.decode_tps_low * speed.decode_tps_high), 1) if speed else None,
@@ -176,6 +179,31 @@ def advise(cat, model_id: str, formats: list[str], pools: dict[str, int], max_gp
                 "cost_usd": cost,
             })
     return out
+
+
+def _evaluate(cat, model_id, fmt, stack, context, vendors, ordered: dict[str, int], n: int,
+              ram_gib: float = 256):
+    """(fit, context, deployment, ordered combo) of one configuration, or None when it cannot be sized."""
+    from .. import sizing
+    from ..rules.context import Context
+    from ..spec.models import Rig
+
+    gpus = [{"id": f"gpu{i}", "model": g} for i, g in enumerate(g for g, c in ordered.items() for _ in range(c))]
+    dep = {"name": "advise", "model": model_id, "format": fmt, "stack": stack,
+           "context_tokens": context, "placement": [{"node": "n0"}]}
+    if stack in ("vllm", "tabbyapi") and n > 1:
+        dep["tensor_parallel"] = n
+    if fmt.lower() in ("exl2", "exl3"):
+        dep["bits_per_weight"] = TABBY_BPW
+    rig = Rig.model_validate({"version": 1, "name": "advise", "serve": [dep], "nodes": [
+        {"name": "n0", "os": "macos" if "apple" in vendors else "ubuntu-24.04", "memory_gib": ram_gib,
+         "gpus": gpus}]})
+    ctx = Context(rig, cat)
+    d = rig.serve[0]
+    fit = sizing.fit(ctx, d)
+    if fit is None:
+        return None
+    return fit, ctx, d, ordered
 
 
 def rank(rows: list[dict], by_cost: bool) -> list[dict]:
@@ -208,3 +236,7 @@ def print_table(model, args, rows: list[dict], considered: int) -> None:
                   f"{r['decode_tps_low']:g}-{r['decode_tps_high']:g}", cost)
     con.print(t)
     con.print(f"bottleneck of the first: {rows[0]['bottleneck']}")
+    if any(r.get("order") for r in rows):
+        con.print("mixed cards are listed in the order that fits the largest context (the last GPU holds the "
+                  "output layer): list them in that order under the deployment's placement, and plan gives "
+                  "the same context")
