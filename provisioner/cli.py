@@ -21,7 +21,7 @@ import traceback
 
 from .diagnostics import EXIT_INTERNAL, EXIT_USAGE
 
-COMMANDS = ("validate", "plan", "advise", "render", "apply", "verify", "bench", "probe", "init", "report", "lab", "rules",
+COMMANDS = ("validate", "plan", "advise", "render", "apply", "destroy", "verify", "bench", "probe", "init", "report", "lab", "rules",
             "schema", "catalog")
 MODULES = {"report": "report_cmd"}  # provisioner/report.py is the diagnostics views, not a command
 

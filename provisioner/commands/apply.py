@@ -135,9 +135,9 @@ class _Live:
             self.live = None
 
 
-def _summary(out, result) -> None:
-    verb = "would change" if result.check else "changed"
-    out.print(f"{'check' if result.check else 'apply'}: {result.elapsed_s:.1f} s; artifacts {result.run_dir}")
+def _summary(out, result, verb_done: str = "changed", command: str = "apply") -> None:
+    verb = "would change" if result.check else verb_done
+    out.print(f"{'check' if result.check else command}: {result.elapsed_s:.1f} s; artifacts {result.run_dir}")
     for row in result.host_summary():
         line = (f"  {row['host']:12} ok={row['ok']} {verb}={row['changed']} failed={row['failed']} "
                 f"unreachable={row['unreachable']} skipped={row['skipped']}")
@@ -153,7 +153,9 @@ def _summary(out, result) -> None:
     for f in result.failures:
         out.print(f"[red]  {f}[/]")
     if result.status != "ok":
-        out.print(f"[red]rigctl apply: {result.message}[/]")
+        out.print(f"[red]rigctl {command}: {result.message}[/]")
+    elif command != "apply":
+        pass
     elif result.state_file:
         out.print(f"state: {result.state_file}")
     elif not result.check:

@@ -33,7 +33,7 @@ from .options import RunnerOptions
 
 KEEP_RUNS = 20  # run directories (rendered project + runner artifacts) kept per rig
 
-__all__ = ["apply", "ApplyResult", "RunnerOptions", "HostFailure", "HostProgress", "Update", "Locked"]
+__all__ = ["apply", "destroy", "ApplyResult", "RunnerOptions", "HostFailure", "HostProgress", "Update", "Locked"]
 
 
 @dataclass
@@ -133,6 +133,64 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
             result.run_dir, result.check = run_dir, check
             if result.status == "ok" and not check and not limit:  # a --limit run applied part of the plan
                 result.state_file = _write_state(spec, prep.plan, rig, prep.model_facts)
+    except Locked as exc:
+        return ApplyResult("locked", EXIT_LOCKED, str(exc))
+    result.elapsed_s = time.monotonic() - t0
+    return result
+
+
+def destroy(spec: str, inventory: str | None = None, yes: bool = False, *, remove_models: bool = False,
+            limit: str | None = None, confirm: Callable[[object], bool] | None = None,
+            on_update: Callable[[Update], None] | None = None,
+            envvars: dict[str, str] | None = None, catalog_files: list[str] = ()) -> ApplyResult:
+    """Take down everything rigctl made on the spec's hosts (destroy.yml: each host's
+    manifest, then rigctl's own units, firewall table, files and user). Only the spec's
+    nodes and how to reach them matter: what is removed comes from the hosts. A spec with
+    errors in its deployments can still be destroyed as long as it loads and renders."""
+    from ..render import InventoryError, render_project
+    from ..render.prepare import prepare
+
+    t0 = time.monotonic()
+    try:
+        prep = prepare(spec, inventory, catalog_files=catalog_files)
+    except InventoryError as exc:
+        return ApplyResult("usage", EXIT_USAGE, str(exc))
+    if prep.check.fatal:
+        return ApplyResult("usage", EXIT_USAGE, f"cannot read {spec}", diagnostics=prep.check.diagnostics)
+    if prep.plan is None:
+        return ApplyResult("invalid", EXIT_FINDINGS, f"not destroying {spec}: the spec has {len(prep.errors)} error(s) "
+                           "(destroy renders the rig's inventory from it)", diagnostics=prep.check.diagnostics)
+    rig = prep.ctx.rig.name
+    if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
+        nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
+        return ApplyResult("usage", EXIT_USAGE, f"--limit {limit}: not a node of rig {rig} (nodes: {nodes})")
+    try:
+        files = render_project(prep.ctx, prep.plan, prep.overrides)
+    except InventoryError as exc:
+        return ApplyResult("usage", EXIT_USAGE, str(exc))
+    base = rig_dir(spec)
+    try:
+        with RigLock(base / f"apply-{rig}.lock"):  # the same lock: no apply while the rig goes down
+            if not yes and not (confirm and confirm(prep)):
+                return ApplyResult("aborted", EXIT_USAGE, "not destroyed (not confirmed)")
+            from ..render import write
+
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            run_dir = base / "runs" / stamp
+            project = run_dir / "project"
+            write(files, project, rig=rig)
+            opts = RunnerOptions(private_data_dir=run_dir, project_dir=project,
+                                 inventory=project / "inventory" / "hosts.yml", playbook="destroy.yml",
+                                 ident="destroy", limit=limit, envvars=dict(envvars or {}),
+                                 extravars={"rigctl_teardown_models": bool(remove_models)})
+            _prune_runs(base / "runs", KEEP_RUNS)
+            result = _run(opts, on_update)
+            result.run_dir = run_dir
+            if result.status == "ok" and not limit:
+                from ..plan.state import default_render_dir, state_path
+
+                # nothing is applied any more: the next plan shows every service as + create
+                state_path(default_render_dir(spec, rig)).unlink(missing_ok=True)
     except Locked as exc:
         return ApplyResult("locked", EXIT_LOCKED, str(exc))
     result.elapsed_s = time.monotonic() - t0
@@ -242,7 +300,7 @@ def _run(opts: RunnerOptions, on_update) -> ApplyResult:
     elif runner.rc != 0 or progress.failures or stats.get("failures") or stats.get("dark"):
         res.status, res.exit_code = "failed", EXIT_APPLY_FAILED
         bad = sorted(set(stats.get("failures", {})) | set(stats.get("dark", {})) | {f.host for f in progress.failures})
-        res.message = f"apply failed on {', '.join(bad) or 'the controller'} (ansible-playbook rc {runner.rc})"
+        res.message = f"{opts.ident} failed on {', '.join(bad) or 'the controller'} (ansible-playbook rc {runner.rc})"
     return res
 
 

@@ -23,6 +23,7 @@ class RunnerOptions:
     ident: str = "apply"
     timeout_s: int | None = None
     envvars: dict[str, str] = field(default_factory=dict)
+    extravars: dict = field(default_factory=dict)  # -e values (no secrets: runner keeps them in env/)
 
     def cmdline(self) -> str | None:
         flags = [f for f, on in (("--check", self.check), ("--diff", self.diff)) if on]
@@ -56,6 +57,8 @@ class RunnerOptions:
         }
         if self.limit:
             kw["limit"] = self.limit
+        if self.extravars:
+            kw["extravars"] = dict(self.extravars)
         if self.cmdline():
             kw["cmdline"] = self.cmdline()
         if self.timeout_s:
