@@ -37,7 +37,8 @@ SIZES = (100, 1000, 2000, 5000, 10000)  # 1,000 -> 2,000 and 5,000 -> 10,000 sho
 # One deployment per node, the stacks in turn; each fits a node of 8 H100s and validates clean.
 PER_NODE = (
     ("llamacpp", ("model: llama-3.3-70b", "format: Q4_K_M", "context_tokens: 32768")),
-    ("vllm", ("model: llama-3.3-70b", "format: fp8", "context_tokens: 16384", "tensor_parallel: 8")),
+    ("vllm", ("model: llama-3.3-70b", "format: fp8", "context_tokens: 16384", "tensor_parallel: 8",
+              "source: {token: {env: HF_TOKEN}}")),  # a gated repository: vLLM downloads it with the token
     ("ollama", ("model: llama-3.3-70b", "format: Q4_K_M", "context_tokens: 8192")),
     ("tabbyapi", ("model: llama-3.3-70b", "format: exl3", "bits_per_weight: 4.0", "context_tokens: 16384")),
 )
@@ -67,7 +68,8 @@ def fleet_yaml(n_nodes: int = 1000, gpus: int = 8, *, per_node: bool = False) ->
                 "    tensor_parallel: 8",
                 "    pipeline_parallel: 2",
                 "    placement: [{node: node00000}, {node: node00001}]",
-                "    bind: 127.0.0.1"]
+                "    bind: 127.0.0.1",
+                "    source: {token: {env: HF_TOKEN}}"]
         return "\n".join(out) + "\n"
     for i in range(n_nodes):
         stack, fields = PER_NODE[i % len(PER_NODE)]

@@ -23,6 +23,12 @@ def node_address(node: Node, addresses: dict[str, str] | None = None) -> str:
 
 
 def model_path(dep: Deployment, ext: str = ".gguf") -> str:
+    """Where the engine finds the weights on the host: ``ext`` ".gguf" asks for one file
+    (llama.cpp), "" for a checkpoint directory (vLLM, TabbyAPI)."""
+    if dep.source is not None and dep.source.local:
+        from .sources import source_model_path
+
+        return source_model_path(dep, ext)
     if dep.model_file:
         return posixpath.join(MODELS_DIR, posixpath.basename(dep.model_file.rstrip("/")))
     return posixpath.join(MODELS_DIR, f"{dep.name}{ext}")

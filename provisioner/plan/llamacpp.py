@@ -7,6 +7,7 @@ from ..sizing import Fit
 from ..spec.models import Deployment, Stack
 from .common import fmt_num, gpu_env, model_path, node_address, secret_file
 from .model import Service
+from .sources import model_fetch, token_env
 
 DEFAULT_PORT = 8080
 RPC_PORT = 50052
@@ -57,6 +58,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         # a raw key file (render.services.secret_files); `rigctl plan` shows the deployed form.
         argv += ["--api-key-file", secret_file(dep)]
         secret_env["LLAMA_API_KEY_FILE"] = dep.auth.model_dump(exclude_none=True)
+    secret_env.update(token_env(dep))  # the host's download reads it (model_source.yml)
     argv += list(dep.extra_args)
     env = gpu_env(head_gpus)
     services.insert(0, Service(
@@ -64,5 +66,6 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         name=f"rigctl-{dep.name}", argv=argv, env=env, port=port, bind=dep.bind,
         port_scope=endpoint_scope(dep), gpus=[pg.gpu.id for pg in head_gpus],
         gpu_indices=[pg.gpu_index for pg in head_gpus], gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid],
-        health_path="/health", model_path=model_path(dep), model_source=dep.model_file, secret_env=secret_env))
+        health_path="/health", model_path=model_path(dep), model_source=dep.model_file, model_fetch=model_fetch(dep),
+        secret_env=secret_env))
     return services

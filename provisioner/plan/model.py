@@ -48,6 +48,8 @@ class Service:
     health_path: str | None = None
     model_path: str | None = None  # where the model file lives on the host
     model_source: str | None = None  # controller path to copy from, when given
+    # serve[].source: what the host downloads or finds before the start (plan/sources.py), else None
+    model_fetch: dict | None = None
     secret_env: dict[str, dict] = field(default_factory=dict)  # env var -> secret reference (never the value)
     # container: host file a role writes from a secret -> path inside (TabbyAPI's api_tokens.yml)
     secret_mounts: dict[str, str] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from ..sizing import Fit
 from ..spec.models import Deployment
 from .common import node_address
 from .model import Service
+from .sources import model_fetch, token_env
 from .vllm import model_reference
 
 DHT_PORT = 31337
@@ -51,7 +52,11 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
             fit.notes.append(f"the DHT on {dht_node.name} must use the identity whose peer id is in "
                              f"initial_peers: place its key at {identity} before apply")
     blocks = block_ranges(fit)
-    model = model_reference(ctx, dep)
+    # Petals downloads its blocks by repository id (and announces that id in the DHT), so an hf
+    # source is not fetched by the host: the servers get the repo and the token (HF_TOKEN)
+    hf = dep.source.hf if dep.source is not None else None
+    model = hf.repo if hf else model_reference(ctx, dep)
+    local = bool(dep.model_file or (dep.source is not None and dep.source.local and not hf))
     fmt = dep.format.lower()
     placed = {pg.label: pg for pg in ctx.placed_gpus(dep)}
     per_node: dict[str, int] = {}
@@ -76,7 +81,8 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
             name=f"rigctl-{dep.name}-{pg.gpu.id}", argv=argv, env=env, port=port, bind="0.0.0.0",
             port_scope="subnet", gpus=[pg.gpu.id], gpu_indices=[pg.gpu_index],
             gpu_uuids=[pg.gpu.uuid] if pg.gpu.uuid else [], ipc_host=True,
-            model_path=model if dep.model_file else None, model_source=dep.model_file))
+            model_path=model if local else None, model_source=dep.model_file,
+            model_fetch=None if hf else model_fetch(dep), secret_env=token_env(dep)))
     return services
 
 

@@ -16,6 +16,7 @@ from ..sizing import GIB, Fit
 from ..spec.models import Deployment
 from .common import gpu_env, model_path
 from .model import Service
+from .sources import model_fetch, token_env
 
 DEFAULT_PORT = 5000
 CONFIG_DIR = "/etc/rigctl/tabbyapi"
@@ -39,6 +40,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         # materialised here (verify reads the same file) and the compose file mounts it there.
         secret_env["TABBY_API_KEY_FILE"] = dep.auth.model_dump(exclude_none=True)
         secret_mounts[tokens_path(f"rigctl-{dep.name}")] = posixpath.join(INSTALL_DIR, "api_tokens.yml")
+    secret_env.update(token_env(dep))  # HF_TOKEN: the host's download and TabbyAPI's own downloader
     return [Service(
         deployment=dep.name, node=node.name, role="server", stack="tabbyapi", name=f"rigctl-{dep.name}",
         argv=["python3", posixpath.join(INSTALL_DIR, "main.py"), "--config", config_path] + list(dep.extra_args),
@@ -46,7 +48,8 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         port=port, bind=dep.bind, port_scope=endpoint_scope(dep),
         gpus=[pg.gpu.id for pg in placed], gpu_indices=[pg.gpu_index for pg in placed],
         gpu_uuids=[pg.gpu.uuid for pg in placed if pg.gpu.uuid], health_path="/health",
-        model_path=model_path(dep, ext=""), model_source=dep.model_file, secret_env=secret_env,
+        model_path=model_path(dep, ext=""), model_source=dep.model_file, model_fetch=model_fetch(dep),
+        secret_env=secret_env,
         secret_mounts=secret_mounts, shm_size="8g")]
 
 

@@ -15,6 +15,7 @@ from ..sizing import Fit
 from ..spec.models import Deployment, ModelArch, Node
 from .common import fmt_num, gpu_env, model_path, node_address
 from .model import Port, Service
+from .sources import model_fetch, token_env
 
 DEFAULT_PORT = 8000
 RAY_PORT = 6379  # GCS, on the head
@@ -74,9 +75,10 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     model_ref = model_reference(ctx, dep)
     argv = ["vllm", "serve", model_ref, "--served-model-name", dep.name] + engine_flags(ctx, dep, fit)
     fmt = dep.format.lower()
-    if not dep.model_file and fmt in ON_THE_FLY:
+    local = bool(dep.model_file or (dep.source and dep.source.local))
+    if not local and fmt in ON_THE_FLY:
         argv += ["--quantization", ON_THE_FLY[fmt]]  # quantize the BF16 checkpoint while loading
-    elif not dep.model_file and fmt not in ("fp16", "bf16", "float16", "bfloat16") and fit is not None:
+    elif not local and fmt not in ("fp16", "bf16", "float16", "bfloat16") and fit is not None:
         fit.notes.append(f"format {dep.format}: set model_file to the quantized checkpoint; without it vLLM "
                          f"loads {model_ref} unquantized")
     argv += ["--host", dep.bind, "--port", str(port)]
@@ -86,6 +88,9 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     if dep.auth:
         # vLLM reads VLLM_API_KEY; it guards /v1/* only (stacks.md §4)
         secret_env["VLLM_API_KEY"] = dep.auth.model_dump(exclude_none=True)
+    # the token also reaches vLLM itself: it downloads what the host did not (tokenizer files of a
+    # repo id, huggingface_hub reads HF_TOKEN)
+    secret_env.update(token_env(dep))
     argv += list(dep.extra_args)
     head_gpus = [pg for pg in placed if pg.node.name == head.name]
     server_env = cluster_env(head)
@@ -96,7 +101,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         argv=argv, env=server_env, port=port, bind=dep.bind, port_scope=endpoint_scope(dep),
         gpus=[pg.gpu.id for pg in head_gpus], gpu_indices=[pg.gpu_index for pg in head_gpus],
         gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid], health_path="/health",
-        model_path=model_ref if dep.model_file else None, model_source=dep.model_file,
+        model_path=model_ref if local else None, model_source=dep.model_file, model_fetch=model_fetch(dep),
         secret_env=secret_env, ipc_host=True))
     return services
 
@@ -114,8 +119,8 @@ def engine_flags(ctx, dep: Deployment, fit: Fit | None) -> list[str]:
 
 
 def model_reference(ctx, dep: Deployment) -> str:
-    """Local checkpoint directory when model_file is given, else the Hugging Face repo id."""
-    if dep.model_file:
+    """Local checkpoint directory when model_file or source is given, else the Hugging Face repo id."""
+    if dep.model_file or (dep.source and dep.source.local):
         return model_path(dep, ext="")
     if isinstance(dep.model, ModelArch):
         return dep.model.name

@@ -71,6 +71,8 @@ def storage_fit(ctx: Context):
         disk_path = ("nodes", ni, "storage", si)
         needs: list[tuple[Deployment, float]] = []
         for dep in ctx.deployments_on(ni):
+            if dep.source is not None and dep.source.path:
+                continue  # already on the host (a mounted share), not on the models disk
             nodes = ctx.deployment_nodes(dep)
             w_gib = sizing.weights_gib(ctx, dep)
             if w_gib is None:
@@ -110,3 +112,50 @@ def storage_fit(ctx: Context):
                 f"{disk.name or disk.mount} at {rate_desc}: ~{_duration(gb / rate)} per (re)start, vs "
                 f"~{_duration(gb / READ_GBS['nvme'])} from NVMe — put models_dir on an NVMe drive",
                 disk_path + ("type",), tag="load-time", severity=Severity.warning)
+
+
+# ---------------------------------------------------------------- gated repositories
+
+# stacks that download a catalog model's repository by themselves when neither model_file nor
+# source is given (vLLM and Petals load a repo id; the others need a local file)
+SELF_DOWNLOAD = (Stack.vllm, Stack.petals)
+
+
+def _gated_entry(ctx: Context, repo: str):
+    """The catalog entry that lists ``repo`` among its aliases and is marked gated."""
+    entry = ctx.catalog.models.get(repo)
+    return entry if getattr(entry, "gated", False) and "/" in repo else None
+
+
+def hf_repository(ctx: Context, dep: Deployment) -> tuple[str, tuple] | None:
+    """(repository id, spec path) of the Hugging Face repository the deployment's weights come from."""
+    if dep.source is not None and dep.source.local:
+        return (dep.source.hf.repo, ("source", "hf", "repo")) if dep.source.hf else None
+    if dep.model_file or dep.stack not in SELF_DOWNLOAD:
+        return None
+    entry = ctx.model(dep)
+    repo = next((a for a in getattr(entry, "aliases", ()) if "/" in a), None)
+    return (repo, ("model",)) if repo else None
+
+
+@rule("model-source-token", "error", "a gated Hugging Face repository has a token reference", tags=("storage",))
+def model_source_token(ctx: Context):
+    for i, dep in enumerate(ctx.rig.serve):
+        found = hf_repository(ctx, dep)
+        if found is None or (dep.source is not None and dep.source.token is not None):
+            continue
+        repo, path = found
+        entry = _gated_entry(ctx, repo)
+        if entry is None:
+            continue
+        if dep.source is not None:
+            who, fix = "rigctl's download on the host", f"add `token: {{env: HF_TOKEN}}` (or file/vault) under serve[{i}].source"
+        else:
+            who = f"{dep.stack.value} (it downloads {repo} itself)"
+            fix = ("add `source: {token: {env: HF_TOKEN}}` (or file/vault); or let the host download a pinned "
+                   f"revision first: `source: {{hf: {{repo: {repo}, revision: <40-hex commit>}}, token: {{env: HF_TOKEN}}}}`")
+        yield model_source_token.finding(
+            f"deployment {dep.name}: {repo} is a gated Hugging Face repository ({entry.name}); without a token "
+            f"{who} gets 401 and the service never loads — accept the licence on "
+            f"https://huggingface.co/{repo}, create a read token and {fix}",
+            ("serve", i) + path, tag="gated")

@@ -55,6 +55,14 @@ IMAGE_PATTERN = (f"^{_OCI_DOMAIN}{_OCI_COMPONENT}(?:/{_OCI_COMPONENT})*(?::[A-Za
                  r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
 REGISTRY_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9._-]+)*/?$"
 ARCH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Hugging Face repository ids (namespace/name, https://huggingface.co/docs/hub/repositories) and
+# git commit ids; a file inside a repository is a relative path whose parts start with a letter,
+# digit or '_' (so no '..', no leading '/', no hidden files)
+HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
+COMMIT_PATTERN = r"^[0-9a-f]{40}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+REPO_FILE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}(/[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}){0,15}$"
+URL_PATTERN = r"^https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%-]{1,4096}$"
 
 _HELP = [  # (pattern, what it expects in words); each pattern string must be unique
     (NAME_PATTERN, "lowercase letters, digits and dashes, starting and ending with a letter or digit, at most 63"),
@@ -75,6 +83,12 @@ _HELP = [  # (pattern, what it expects in words); each pattern string must be un
     (IMAGE_PATTERN, "an OCI image reference: [registry[:port]/]name[:tag][@sha256:digest], lowercase name"),
     (REGISTRY_PATTERN, "a registry host with optional :port and /path, e.g. mirror.example.com:5000/hub"),
     (ARCH_PATTERN, "a GGUF architecture name: letters, digits, '_', '.' and '-', at most 64"),
+    (HF_REPO_PATTERN, "a Hugging Face repository id: namespace/name (letters, digits, '_', '.' and '-')"),
+    (COMMIT_PATTERN, "a full 40-character git commit id in lowercase hex (a branch or tag moves; pin the commit)"),
+    (SHA256_PATTERN, "a sha256 digest: 64 lowercase hex characters (`sha256sum FILE`)"),
+    (REPO_FILE_PATTERN, "a file path inside the repository, e.g. model-Q4_K_M.gguf or sub/dir/file.safetensors "
+                        "(parts start with a letter, digit or '_'; no '..')"),
+    (URL_PATTERN, "an http:// or https:// URL without spaces, quotes or control characters"),
 ]
 PATTERN_HELP = dict(_HELP)
 assert len(PATTERN_HELP) == len(_HELP), "two fields' patterns are spelled alike; PATTERN_HELP would mix them up"
@@ -375,12 +389,68 @@ class Swarm(Strict):
     initial_peers: list[Annotated[str, Field(pattern=MULTIADDR_PATTERN)]] = Field(default_factory=list, max_length=256, description="multiaddrs of the private swarm's bootstrap peers")
 
 
+class HfSource(Strict):
+    """Files of one Hugging Face repository at a pinned commit."""
+
+    repo: str = Field(pattern=HF_REPO_PATTERN, description="repository id, e.g. bartowski/Meta-Llama-3.1-8B-Instruct-GGUF")
+    revision: str = Field(pattern=COMMIT_PATTERN, description="the commit to take (40 hex characters; "
+                          "the Files tab's history shows it): a branch name would change under a running rig")
+    files: list[Annotated[str, Field(pattern=REPO_FILE_PATTERN)]] | None = Field(
+        None, min_length=1, max_length=4096,
+        description="the files to take (all shards of a split GGUF); omitted: every file of the revision")
+
+
+class ModelSource(Strict):
+    """Where a deployment's weights come from when they are not copied from the controller."""
+
+    hf: HfSource | None = Field(None, description="a Hugging Face repository, downloaded on the host")
+    url: str | None = Field(None, pattern=URL_PATTERN, max_length=4096,
+                            description="an http(s) URL of one model file, downloaded on the host (needs sha256)")
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="sha256 of the file at url")
+    path: AbsPath | None = Field(None, description="a model file or directory already on the host (e.g. a mounted share)")
+    token: SecretRef | None = Field(None, description="Hugging Face access token (env, file or vault reference), "
+                                    "for gated or private repositories; alone (no hf, url or path): the token "
+                                    "vLLM or Petals use to download the model's repository themselves")
+
+    @property
+    def local(self) -> bool:
+        """The weights are on the host before the start (downloaded by rigctl, or already there)."""
+        return self.hf is not None or self.url is not None or self.path is not None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("hf", "url", "path") if getattr(self, k) is not None]
+        if len(given) > 1 or (not given and self.token is None):
+            raise ValueError("give exactly one of hf, url or path (or only a token, for an engine that "
+                             "downloads the model itself)")
+        if self.url is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.url)
+            if parts.username or parts.password:
+                raise ValueError("the url carries credentials (user:password@): they would reach logs; "
+                                 "serve the file without them")
+            name = parts.path.rsplit("/", 1)[-1]
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,254}", name):
+                raise ValueError(f"the url path must end in a file name (letters, digits, '_', '.', '+', '=', '-'), "
+                                 f"not '{name}': rigctl stores the file under that name")
+            if self.sha256 is None:
+                raise ValueError("a url source needs its sha256 (`sha256sum FILE`): the download is verified with it")
+        elif self.sha256 is not None:
+            raise ValueError("sha256 belongs to a url source (Hugging Face publishes its own checksums)")
+        if self.token is not None and (self.url is not None or self.path is not None):
+            raise ValueError("token is the Hugging Face access token: give it with an hf source, or alone")
+        return self
+
+
 class Deployment(Strict):
     name: Name = Field(description="deployment name, used for services and containers")
     model: Ident | ModelArch = Field(description="model catalog id/alias, or an inline architecture")
     format: Ident = Field(description="weights format / quantization id, e.g. Q4_K_M, exl2, awq, fp16")
     bits_per_weight: float | None = Field(None, gt=1, le=32, description="bits per weight (required for exl2/exl3)")
     model_file: FilePath | None = Field(None, description="path on the controller to the GGUF file or safetensors dir")
+    source: ModelSource | None = Field(None, description="where the weights come from when not from model_file: "
+                                       "a Hugging Face repository, a URL with its sha256, or a path on the host")
     context_tokens: int | None = Field(None, ge=256, le=10_485_760, description="context length per sequence")
     parallel_sequences: int = Field(1, ge=1, le=1024, description="concurrent sequences (llama.cpp -np, vLLM max_num_seqs)")
     kv_cache_type: Literal["f16", "bf16", "q8_0", "q4_0", "fp8", "auto"] = Field("auto", description="KV cache element type")
@@ -401,6 +471,16 @@ class Deployment(Strict):
     extra_args: list[Arg] = Field(default_factory=list, max_length=256,
                                   description="extra engine arguments, appended verbatim")
     image: str | None = Field(None, pattern=IMAGE_PATTERN, max_length=1024, description="container image for this deployment (overrides the pinned image of its stack)")
+
+    @model_validator(mode="after")
+    def _one_model_origin(self):
+        if self.model_file is not None and self.source is not None and self.source.local:
+            raise ValueError("give model_file (a controller file rigctl copies) or source, not both")
+        if self.source is not None and not self.source.local and self.stack not in (Stack.vllm, Stack.petals):
+            raise ValueError(f"a source with only a token is for engines that download the model themselves "
+                             f"(vllm, petals); {self.stack.value} needs the weights on the host: add source.hf "
+                             "with the repo, a pinned revision and the files")
+        return self
 
 
 class Images(Strict):
