@@ -100,9 +100,14 @@ def bits_per_weight(ctx, dep: Deployment) -> float | None:
     model = ctx.model(dep)
     if fmt is None or fmt.bits_per_weight is None or model is None:
         return None
-    if model.params_b < 15 and fmt.bits_per_weight_small_models:
-        return fmt.bits_per_weight_small_models
-    return fmt.bits_per_weight
+    bpw = fmt.bits_per_weight_small_models if model.params_b < 15 and fmt.bits_per_weight_small_models \
+        else fmt.bits_per_weight
+    if fmt.embed_output_bits:
+        # "_L"/"_XL" mixes: the embedding and output matrices (vocab x hidden each, two unless
+        # tied) take embed_output_bits instead of the base format's bits
+        share = min(0.5, 2 * model.vocab_size * hidden_size(model) / (model.params_b * 1e9))
+        bpw += (fmt.embed_output_bits - bpw) * share
+    return bpw
 
 
 def weights_gib(ctx, dep: Deployment) -> float | None:

@@ -35,6 +35,7 @@ PSU_SIZES_W = (750, 850, 1000, 1200, 1300, 1600, 2000, 2400)
 MIN_SUGGESTED_CAP = 0.5  # never suggest a cap below half the board power
 CONNECTOR_16PIN_W = 600  # 12VHPWR / 12V-2x6 (https://www.tomshardware.com/news/intel-atx-v3-psu-standard)
 PCIE_8PIN_W = 150  # (http://igorscience.org/index-2106.html)
+PCIE_6PIN_W = 75  # PCIe 6-pin auxiliary connector (http://igorscience.org/index-2106.html)
 EPS_8PIN_W = 300  # CPU-style EPS-12V 8-pin on workstation/server cards (A6000, A100 PCIe)
 SLOT_W = 75  # (http://igorscience.org/index-2106.html)
 
@@ -243,8 +244,13 @@ def connector_limit_w(connector: str | None) -> tuple[str, int] | None:
         return "16pin", n * CONNECTOR_16PIN_W
     if "eps" in c:
         return "eps", n * EPS_8PIN_W
-    if "8-pin" in c:
-        return "8pin", n * PCIE_8PIN_W + SLOT_W
+    if "8-pin" in c or "6-pin" in c:
+        # "1x 8-pin + 1x 6-pin": each part with its own count
+        watts = SLOT_W
+        for part in c.split("+"):
+            k = int(m.group(1)) if (m := re.match(r"\s*(\d+)\s*x", part)) else 1
+            watts += k * (PCIE_8PIN_W if "8-pin" in part else PCIE_6PIN_W if "6-pin" in part else 0)
+        return "8pin", watts
     return None
 
 

@@ -129,6 +129,9 @@ class FormatEntry(Entry):
     family: str
     bits_per_weight: float | None = None
     bits_per_weight_small_models: float | None = None
+    # token embeddings and output head stored at this precision instead of the format's own
+    # (the "_L"/"_XL" GGUF mixes keep them at Q8_0); sizing weighs them by the model's shape
+    embed_output_bits: float | None = None
     stacks: list[str]
     note: str | None = None
     confidence: Literal["high", "medium", "low"] = "high"
@@ -187,6 +190,63 @@ class Table:
         return len(self.entries)
 
 
+Q8_0_BITS = 8.5  # 34 bytes per 32 weights (https://github.com/ggml-org/llama.cpp/blob/master/ggml/src/ggml-common.h)
+_MIX = re.compile(r"^(?P<ud>ud-)?(?P<base>.+?)-(?P<mix>xl|l)$")
+
+
+class FormatTable(Table):
+    """Formats, plus the GGUF mixes named after a base type with an "_L"/"_XL" suffix.
+
+    bartowski's `Q2_K_L`, `Q3_K_XL`, `Q4_K_L`, `Q5_K_L`, `Q6_K_L` are the base quantization
+    with the embedding and output tensors at Q8_0 ("Uses Q8_0 for embed and output weights",
+    https://huggingface.co/bartowski/Meta-Llama-3.1-8B-Instruct-GGUF); Unsloth's `UD-…_XL`
+    files are dynamic per-tensor mixes of the same size class
+    (https://docs.unsloth.ai/basics/unsloth-dynamic-2.0-ggufs), sized the same way at low
+    confidence. A listed id (Q3_K_L is a k-quant of its own) always wins.
+    """
+
+    def get(self, key: str):
+        hit = super().get(key)
+        if hit is not None or not isinstance(key, str):
+            return hit
+        mixes = self.__dict__.setdefault("_mixes", {})  # built on demand, never listed as entries
+        if _norm(key) not in mixes:
+            mixes[_norm(key)] = self._mix(key)
+        return mixes[_norm(key)]
+
+    def _mix(self, key: str):
+        m = _MIX.match(_norm(key))
+        if m is None:
+            return None
+        base_id = m.group("base")
+        candidates = ([base_id + "-l", base_id + "-m", base_id] if m.group("mix") == "xl"
+                      else [base_id + "-m", base_id])
+        found = [Table.get(self, c) for c in candidates]
+        base = next((e for e in found if e is not None and e.family == "gguf"), None)
+        if base is None:
+            return None
+        ud = bool(m.group("ud"))
+        entry = FormatEntry.model_construct(
+            id=_norm(key).replace("-", "_"), name=key.strip().upper().replace("-", "_").replace("UD_", "UD-"), aliases=[],
+            family="gguf", bits_per_weight=base.bits_per_weight,
+            bits_per_weight_small_models=base.bits_per_weight_small_models, stacks=list(base.stacks),
+            embed_output_bits=Q8_0_BITS,
+            note=(f"{base.name} with token embeddings and output at Q8_0"
+                  + ("; a dynamic per-tensor mix: only the real file size is exact" if ud else "")),
+            source=(f"derived from {base.id}: embeddings and output at Q8_0 "
+                    "(https://huggingface.co/bartowski/Meta-Llama-3.1-8B-Instruct-GGUF"
+                    + ("; https://docs.unsloth.ai/basics/unsloth-dynamic-2.0-ggufs" if ud else "") + ")"),
+            confidence="low" if ud else "medium")
+        return entry
+
+
+TABLES: dict[str, type[Table]] = {"formats": FormatTable}
+
+
+def _table(kind: str, entries: list[Entry]) -> Table:
+    return TABLES.get(kind, Table)(kind, entries)
+
+
 class Catalog:
     def __init__(self, tables: dict[str, Table]):
         self.gpus: Table = tables["gpus"]
@@ -196,7 +256,7 @@ class Catalog:
 
     def extended(self, files: list[Path]) -> "Catalog":
         """A copy with user files layered on top (same id replaces)."""
-        tables = {k: Table(k, list(getattr(self, k))) for k in KINDS}
+        tables = {k: _table(k, list(getattr(self, k))) for k in KINDS}
         for f in files:
             for kind, entries in _read_user_file(f).items():
                 for e in entries:
@@ -255,5 +315,5 @@ def builtin(validate: bool = False) -> Catalog:
         text = (base / f"{kind}.yaml").read_text(encoding="utf-8")
         items = yaml.load(text, Loader=_SafeLoader)
         entries = _parse(kind, items, f"{kind}.yaml") if validate else [_construct(kind, i) for i in items]
-        tables[kind] = Table(kind, entries)
+        tables[kind] = _table(kind, entries)
     return Catalog(tables)

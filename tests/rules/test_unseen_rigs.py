@@ -119,3 +119,85 @@ def test_class2_a_mac_is_planned_with_its_own_memory():
     assert [d.rule for d in mine] == ["memory-fit[weights]"], [d.message for d in mine]
     mine, _ = findings_for("memory-fit", MAC.format(ram=96))
     assert mine == [], [d.message for d in mine]
+
+
+ORDER = """\
+version: 1
+name: duo
+nodes:
+  - name: box
+    gpus: [{{id: gpu0, model: {first}}}, {{id: gpu1, model: {last}}}]
+serve:
+  - name: m
+    model: llama-3.3-70b
+    format: IQ2_XS
+    stack: llamacpp
+    context_tokens: 8192
+    placement: [{{node: box}}]
+"""
+
+
+def test_class12_advise_and_plan_agree_on_two_cards_and_say_the_order_matters():
+    """Before: advise sized the cards in catalog-id order, plan in spec order, and neither said so."""
+    from provisioner.commands.advise import advise
+
+    cat = builtin()
+    rows = advise(cat, "llama-3.3-70b", ["IQ2_XS"], {"rtx-5090": 1, "rtx-3060-12gb": 1}, 2, 8192, "llamacpp", {})
+    mixed = next(r for r in rows if r["gpu_count"] == 2)
+    assert mixed["order"] is not None
+    first, last = mixed["order"]
+    plans = {}
+    for a, b in ((first, last), (last, first)):
+        ctx = _ctx(ORDER.format(first=a, last=b))
+        plans[(a, b)] = sizing.fit(ctx, ctx.rig.serve[0])
+    best, other = plans[(first, last)], plans[(last, first)]
+    assert best.max_context_tokens == mixed["max_context_tokens"]
+    assert best.max_context_tokens > other.max_context_tokens
+    assert not any("GPU order matters" in n for n in best.notes)
+    note = next(n for n in other.notes if "GPU order matters" in n)
+    assert f"{best.max_context_tokens:,} tokens" in note and "gpu1, gpu0" in note
+
+
+def test_class2_advise_sizes_a_mac_per_ram_configuration():
+    from provisioner.commands.advise import advise
+
+    rows = advise(builtin(), "llama-3.1-70b", ["Q4_K_M"], {"apple-m2-max": 1}, 1, 8192, "llamacpp", {})
+    sizes = {r["gpus"]: r["fits"] for r in rows}
+    assert sizes["1x apple-m2-max 96 GB"] and not sizes["1x apple-m2-max 32 GB"], sizes
+
+
+FMT = """\
+version: 1
+name: fmt
+nodes:
+  - name: box
+    gpus: [{{id: gpu0, model: rtx-4090}}]
+serve:
+  - name: m
+    model: llama-3.1-8b
+    format: {fmt}
+    context_tokens: 8192
+    stack: llamacpp
+    placement: [{{node: box}}]
+"""
+
+
+def test_class1_gguf_legacy_types_and_l_xl_mixes_resolve_and_are_sized():
+    """Before: Q5_0, Q5_1, Q4_1, Q2_K_L, Q3_K_XL... were unknown formats and stopped the verdict."""
+    for fmt in ("Q5_0", "Q5_1", "Q4_1", "Q2_K_L", "Q3_K_XL", "Q4_K_L", "Q5_K_L", "Q6_K_L", "UD-Q4_K_XL"):
+        _, diags = findings_for("unknown-format", FMT.format(fmt=fmt))
+        assert not [d for d in diags if d.rule == "unknown-format"], fmt
+    sizes = {}
+    for fmt in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q6_K", "Q6_K_L", "Q4_K_M", "Q4_K_L"):
+        ctx = _ctx(FMT.format(fmt=fmt))
+        sizes[fmt] = sizing.weights_gib(ctx, ctx.rig.serve[0])
+    # the legacy blocks: 4.5, 5.0, 5.5, 6.0 bits per weight (ggml-common.h)
+    assert sizes["Q4_0"] < sizes["Q4_1"] < sizes["Q5_0"] < sizes["Q5_1"]
+    # _L keeps embeddings and output (2 x 128256 x 4096 of 8.03 B weights) at Q8_0
+    share = 2 * 128256 * 4096 / 8.03e9
+    for base, mix in (("Q6_K", "Q6_K_L"), ("Q4_K_M", "Q4_K_L")):
+        bpw = sizes[base] * 8 * (1 << 30) / 8.03e9
+        assert abs(sizes[mix] * 8 * (1 << 30) / 8.03e9 - (bpw + (8.5 - bpw) * share)) < 1e-6
+    # a listed k-quant keeps its own entry; an unknown base stays unknown
+    cat = builtin()
+    assert cat.formats.get("Q3_K_L").id == "q3_k_l" and cat.formats.get("Q9_K_L") is None

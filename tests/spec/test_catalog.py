@@ -50,3 +50,36 @@ def test_every_gpu_names_its_memory_type():
     assert cat.gpus.get("rtx-4090").memory_type == "gddr6x"
     assert cat.gpus.get("h100-sxm").memory_type == "hbm3"
     assert cat.gpus.get("apple-m4-max").memory_type == "lpddr5x"
+
+
+# issue 13 class 1: the cards people own (GeForce 16 to 50 series, common data-center cards, every
+# Apple chip, AMD Instinct)
+OWNED = ["gtx-1650", "gtx-1650-super", "gtx-1660", "gtx-1660-super", "gtx-1660-ti",
+         "rtx-2060", "rtx-2060-12gb", "rtx-2060-super", "rtx-2070", "rtx-2070-super", "rtx-2080", "rtx-2080-super",
+         "rtx-2080-ti", "rtx-3060-12gb", "rtx-3060-ti", "rtx-3070", "rtx-3070-ti", "rtx-3080-10gb", "rtx-3080-12gb",
+         "rtx-3080-ti", "rtx-3090", "rtx-3090-ti", "rtx-4060", "rtx-4060-ti-8gb", "rtx-4060-ti-16gb", "rtx-4070",
+         "rtx-4070-super", "rtx-4070-ti", "rtx-4070-ti-super", "rtx-4080", "rtx-4080-super", "rtx-4090", "rtx-5060",
+         "rtx-5060-ti-8gb", "rtx-5060-ti-16gb", "rtx-5070", "rtx-5070-ti", "rtx-5080", "rtx-5090",
+         "tesla-t4", "tesla-p40", "v100-pcie-16gb", "v100-pcie-32gb", "v100-sxm2-32gb", "a10", "a10g", "l4", "a30",
+         "a40", "l40", "h20", "mi210", "mi250-gcd", "mi300x",
+         "apple-m1", "apple-m1-pro", "apple-m1-max", "apple-m1-ultra", "apple-m2", "apple-m2-pro", "apple-m2-max",
+         "apple-m2-ultra", "apple-m3", "apple-m3-pro", "apple-m3-max", "apple-m3-ultra", "apple-m4", "apple-m4-pro",
+         "apple-m4-max"]
+
+
+def test_catalog_covers_the_cards_people_own():
+    cat = builtin(validate=True)
+    missing = [g for g in OWNED if cat.gpus.get(g) is None]
+    assert not missing, missing
+    for gid in OWNED:
+        e = cat.gpus.get(gid)
+        assert e.memory_type and e.bandwidth_gbs > 0 and "http" in e.source, gid
+        if e.vendor == "nvidia":
+            assert e.compute_capability and e.board_power_w, gid
+        if e.vendor == "apple":
+            # every RAM size the chip is sold with; memory_gib is the largest
+            assert e.memory_options_gib and max(e.memory_options_gib) == e.memory_gib, gid
+    # what users type resolves to the right variant
+    assert cat.gpus.get("3080").memory_gib == 10 and cat.gpus.get("3080 12gb").memory_gib == 12
+    assert cat.gpus.get("4060 ti 16gb").memory_gib == 16 and cat.gpus.get("RTX 4080").id == "rtx-4080"
+    assert cat.gpus.get("5070 Ti").id == "rtx-5070-ti" and cat.gpus.get("Tesla T4").id == "tesla-t4"
