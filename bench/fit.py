@@ -8,9 +8,10 @@ What is fitted (provisioner/plan/speed.py reads it from data/efficiency.yaml):
                   cell below "all" is fitted only on rows from at least two GPU
                   models, so no cell is one card's factor.
   moe_factor      a multiplier for mixture-of-experts models (llama.cpp's MoE kernels)
-  prefill         per backend (cuda, metal, rocm): the share of the dense FP16 peak
-                  F16 prompts reach, and for quantized weights a share capped at a
-                  ceiling in TFLOPS (the dequantize/MMQ path)
+  prefill         per backend (cuda, metal, rocm) and path (F16 GEMMs, the quantized
+                  dequantize/MMQ path): a share of the dense FP16 peak capped at a
+                  ceiling in TFLOPS, fitted on single-GPU rows; then the share of the
+                  ideal micro-batch overlap that layer splits reach (pipeline_overlap)
 
 Each parameter is a 1-D (the quantized prefill: 2-D) grid search minimising the
 sum of |log(predicted / measured)| over its rows, the layers from general to
@@ -48,9 +49,10 @@ MIN_GPUS = 2  # a cell below "all" needs rows from this many GPU models
 
 BASE = {
     "decode": {"spread": 1.12, "default": 0.80, "moe_factor": 1.0, "cells": {}},
-    "prefill": {"spread": 1.25, "backends": {}},
+    "prefill": {"spread": 1.25, "pipeline_overlap": 1.0, "backends": {}},
 }
-FALLBACK_PREFILL = {"f16_share": 0.6, "quant_share": 0.6, "quant_cap_tflops": 140}
+FALLBACK_PREFILL = {"f16_share": 0.6, "f16_cap_tflops": 400, "quant_share": 0.6, "quant_cap_tflops": 400}
+OVERLAP_GRID = [round(0.05 * i, 2) for i in range(21)]                # 0 .. 1
 
 
 def _gpu_key(p) -> str:
@@ -60,7 +62,7 @@ def _gpu_key(p) -> str:
 def _decode_key(p) -> tuple[str, str, str]:
     d = next((d for d in p.fit.devices if d.gpu_id is not None), p.fit.devices[0])
     e = speed._entry(p.ctx, d) if d.gpu_id is not None else None
-    return (speed.format_class(p.ctx, p.dep), speed.memory_class(p.ctx, d), e.architecture if e else "cpu")
+    return (speed.format_class(p.ctx, p.dep), speed.memory_class(p.ctx, d), speed.architecture(e))
 
 
 def _backend(p) -> str:
@@ -102,7 +104,7 @@ def fit_params(prepared: list) -> tuple[dict, dict]:
         return lambda prm, v: prm["decode"]["cells"].__setitem__(key, v)
 
     levels = [("all", lambda k: f"all/{k[0]}"), ("memory", lambda k: f"{k[1]}/{k[0]}"),
-              ("arch", lambda k: f"arch:{k[2]}/{k[0]}")]
+              ("arch", lambda k: f"{k[1]}:{k[2]}/{k[0]}")]
     for level, keyof in levels:
         groups: dict[str, list] = {}
         for p in dense:
@@ -118,15 +120,21 @@ def fit_params(prepared: list) -> tuple[dict, dict]:
         prov["decode"]["moe_factor"] = {"rows": len(moe), "gpus": sorted({_gpu_key(p) for p in moe})}
 
     pre = [p for p in prepared if p.fit is not None and p.row.get("prefill_tps")]
-    pooled = _fit_prefill(params, pre, dict(FALLBACK_PREFILL))
+    single = [p for p in pre if not speed._pipelined(p.ctx, p.dep, p.fit)]
+    split = [p for p in pre if speed._pipelined(p.ctx, p.dep, p.fit)]
+    # the per-device rates on single-device rows first, then the overlap on the splits
+    pooled = _fit_prefill(params, single, dict(FALLBACK_PREFILL))
     for b in ("cuda", "metal", "rocm"):
-        rows = [p for p in pre if _backend(p) == b]
+        rows = [p for p in single if _backend(p) == b]
         if len({_gpu_key(p) for p in rows}) >= MIN_GPUS:
             params["prefill"]["backends"][b] = _fit_prefill(params, rows, dict(pooled), backend=b)
             prov["prefill"][b] = {"rows": len(rows), "gpus": sorted({_gpu_key(p) for p in rows})}
         else:
             params["prefill"]["backends"][b] = dict(pooled)
             prov["prefill"][b] = {"rows": 0, "note": "too few GPU models: the fit over all backends"}
+    if len({_gpu_key(p) for p in split}) >= MIN_GPUS:
+        _search(params, split, "prefill", lambda prm, v: prm["prefill"].__setitem__("pipeline_overlap", v), OVERLAP_GRID)
+        prov["prefill"]["pipeline_overlap"] = {"rows": len(split), "gpus": sorted({_gpu_key(p) for p in split})}
     return params, prov
 
 
@@ -142,23 +150,17 @@ def _fit_prefill(params: dict, rows: list, start: dict, backend: str | None = No
 
     f16 = [p for p in rows if speed.format_class(p.ctx, p.dep) == "f16"]
     quant = [p for p in rows if speed.format_class(p.ctx, p.dep) != "f16"]
-    if f16:
-        best = None
-        for v in SHARE_GRID:
-            put(trial, {**cur, "f16_share": v})
-            loss = _loss(trial, f16, "prefill")
-            if best is None or loss < best[0] - 1e-12:
-                best = (loss, v)
-        cur["f16_share"] = best[1]
-    if quant:
+    for rows_, share, cap_key in ((f16, "f16_share", "f16_cap_tflops"), (quant, "quant_share", "quant_cap_tflops")):
+        if not rows_:
+            continue
         best = None
         for cap in reversed(CAP_GRID):  # ties keep the higher cap (the least restrictive)
             for v in SHARE_GRID:
-                put(trial, {**cur, "quant_share": v, "quant_cap_tflops": cap})
-                loss = _loss(trial, quant, "prefill")
+                put(trial, {**cur, share: v, cap_key: cap})
+                loss = _loss(trial, rows_, "prefill")
                 if best is None or loss < best[0] - 1e-12:
                     best = (loss, v, cap)
-        cur["quant_share"], cur["quant_cap_tflops"] = best[1], best[2]
+        cur[share], cur[cap_key] = best[1], best[2]
     return cur
 
 

@@ -193,9 +193,9 @@ def format_class(ctx, dep: Deployment) -> str:
 
 
 def _cell(table: dict, mem: str, arch: str | None, fmt: str) -> float:
-    """Most specific fitted cell: architecture, then memory kind, then all devices."""
+    """Most specific fitted cell: memory kind and architecture, then memory kind, then all devices."""
     cells = table["cells"]
-    keys = ([f"arch:{arch}/{fmt}"] if arch else []) + [f"{mem}/{fmt}", f"all/{fmt}"]
+    keys = ([f"{mem}:{arch}/{fmt}"] if arch else []) + [f"{mem}/{fmt}", f"all/{fmt}"]
     if fmt == "q8":
         keys += [f"{mem}/quant", "all/quant"]
     for k in keys:
@@ -208,11 +208,19 @@ def _moe_factor(model) -> float:
     return efficiency()["decode"].get("moe_factor", 1.0) if getattr(model, "experts", None) else 1.0
 
 
+def architecture(e) -> str:
+    """The entry's architecture; Apple GPUs by generation (M1: G13, M2: G14, M3/M4: G15/G16),
+    read from the chip name, since the catalog files them all under one architecture."""
+    if e is None:
+        return "cpu"
+    m = re.match(r"apple m(\d)", e.name.lower()) if e.vendor == "apple" else None
+    return f"apple-m{m.group(1)}" if m else e.architecture
+
+
 def decode_efficiency(ctx, dep: Deployment, d: Device) -> float:
     """Middle of the fitted share of peak bandwidth one token's reads reach on ``d``."""
     e = _entry(ctx, d) if d.gpu_id is not None else None
-    eff = _cell(efficiency()["decode"], memory_class(ctx, d), e.architecture if e else "cpu",
-                format_class(ctx, dep))
+    eff = _cell(efficiency()["decode"], memory_class(ctx, d), architecture(e), format_class(ctx, dep))
     return eff * _moe_factor(ctx.model(dep))
 
 
@@ -399,10 +407,11 @@ def prompt_range(ctx, dep: Deployment, fit: Fit, prompt_tokens: int | None = Non
                  ) -> tuple[float | None, float | None]:
     """Prompt tokens/s for a prompt of ``prompt_tokens`` (compute-bound).
 
-    The prompt runs in micro-batches of ``ubatch_tokens``; TP ranks of a stage run at
-    once, the stages of a layer split one after another, except that llama.cpp
-    pipelines micro-batches across the GPUs of one node: after the first micro-batch
-    has crossed every stage, each further one costs only the slowest stage.
+    The prompt runs in batches of ``batch_tokens``, each in micro-batches of
+    ``ubatch_tokens``; TP ranks of a stage run at once, the stages of a layer split
+    one after another, except that llama.cpp pipelines the micro-batches of a batch
+    across the GPUs of one node: after the first micro-batch has crossed every
+    stage, each further one costs only the slowest stage.
     """
     c = constants()
     model = ctx.model(dep)
@@ -410,7 +419,8 @@ def prompt_range(ctx, dep: Deployment, fit: Fit, prompt_tokens: int | None = Non
         return None, None
     prompt = prompt_tokens or c["prompt_reference_tokens"]
     ubatch = min(prompt, c["ubatch_tokens"])
-    micro = math.ceil(prompt / ubatch)
+    batch = min(prompt, max(ubatch, c["batch_tokens"]))
+    batches, micro = math.ceil(prompt / batch), math.ceil(batch / ubatch)
     active_b = getattr(model, "active_params_b", None) or model.params_b
     total = sum(d.weights_gib for d in fit.devices) or 1.0
     stages = _stages(fit) if fit.tensor_parallel > 1 else [[d] for d in fit.devices]
@@ -425,10 +435,15 @@ def prompt_range(ctx, dep: Deployment, fit: Fit, prompt_tokens: int | None = Non
             flop = 2 * active_b * 1e9 * d.weights_gib / total * ubatch
             worst = max(worst, flop / (rate * 1e12))
         times.append(worst)
+    sequential = batches * micro * sum(times)
     if _pipelined(ctx, dep, fit):
-        t = sum(times) + (micro - 1) * max(times)
+        # micro-batches of one batch overlap across the stages; batches run one after another.
+        # How much of the ideal overlap published splits reach is fitted (pipeline_overlap).
+        ideal = batches * (sum(times) + (micro - 1) * max(times))
+        overlap = efficiency()["prefill"].get("pipeline_overlap", 1.0)
+        t = overlap * ideal + (1 - overlap) * sequential
     else:
-        t = micro * sum(times)
+        t = sequential
     spread = efficiency()["prefill"]["spread"]
     # a model of a few thousand parameters rounds to no compute time at all: there is no
     # meaningful compute-bound rate then (and dividing would fail), so none is quoted
@@ -439,8 +454,10 @@ def prompt_range(ctx, dep: Deployment, fit: Fit, prompt_tokens: int | None = Non
 
 
 def prefill_tflops(ctx, d: Device, fmt: str) -> float | None:
-    """Effective TFLOPS of ``d`` on a prompt: a fitted share of its dense FP16 peak; the
-    quantized (dequantize/MMQ) path is also capped at a fitted ceiling. None: no figure."""
+    """Effective TFLOPS of ``d`` on a prompt: a fitted share of its dense FP16 peak, capped
+    at a fitted ceiling per path (F16 GEMMs; the quantized dequantize/MMQ path): the
+    datasheet peak of pro and datacenter cards is far above what llama.cpp's kernels
+    reach. None: no figure for the card."""
     e = _entry(ctx, d) if d.gpu_id is not None else None
     if e is None:
         return None
@@ -449,7 +466,7 @@ def prefill_tflops(ctx, d: Device, fmt: str) -> float | None:
         return None
     p = efficiency()["prefill"]["backends"].get(_backend(ctx, d)) or efficiency()["prefill"]["backends"]["cuda"]
     if fmt == "f16":
-        return peak * p["f16_share"]
+        return min(peak * p["f16_share"], p["f16_cap_tflops"])
     return min(peak * p["quant_share"], p["quant_cap_tflops"])
 
 
