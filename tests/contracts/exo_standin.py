@@ -10,8 +10,8 @@ It records every request. Knobs: `no_fit` (placement check answers 400 with that
 `no_fit_times` (the first N checks answer 400, as while peers join), `drop_placements` (accepts
 the command but never creates the instance), `fail_place` (POST /place_instance answers 500
 with that message). Standard library only, so it also runs on a lab
-host: `python3 exo_standin.py PORT` serves on 127.0.0.1:PORT and logs requests as JSON lines
-to stdout.
+host: `python3 exo_standin.py PORT LOG` serves on 127.0.0.1:PORT and appends each request to LOG
+as a JSON line.
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ class StandIn:
         self.server.server_close()
 
 
-if __name__ == "__main__":  # on a lab host: python3 exo_standin.py PORT [no-fit message]
-    s = StandIn(int(sys.argv[1]), log=sys.stdout)
-    if len(sys.argv) > 2:
-        s.no_fit = sys.argv[2]
-    s.thread.join()
+if __name__ == "__main__":  # on a lab host: python3 exo_standin.py PORT LOG [no-fit message]
+    with open(sys.argv[2], "a", encoding="utf-8") as log:  # written before each reply is sent
+        s = StandIn(int(sys.argv[1]), log=log)
+        if len(sys.argv) > 3:
+            s.no_fit = sys.argv[3]
+        s.thread.join()
