@@ -203,17 +203,21 @@ def unset_secret_env(ctx, plan, limit: str | None = None, envvars: dict | None =
     env = {**os.environ, **(envvars or {})}
     out = []
     for i, dep in enumerate(ctx.rig.serve):
-        name = dep.auth.env if dep.auth is not None else None
-        if not name or env.get(name, "").strip():
-            continue
-        nodes = {s.node for dp in plan.deployments_named(dep.name) for s in dp.services}
-        if limit and limit not in nodes:
-            continue
-        out.append(Diagnostic(
-            "secret-env-unset", Severity.error,
-            f"deployment {dep.name}: its API key comes from environment variable {name}, which is "
-            f"{'empty' if name in env else 'not set'} on this machine — export {name} (the key apply deploys) first",
-            path=("serve", i, "auth", "env"), data={"env": name, "deployment": dep.name}))
+        token = dep.source.token if dep.source is not None else None
+        refs = [(dep.auth, ("auth", "env"), "its API key", "the key apply deploys"),
+                (token, ("source", "token", "env"), "its Hugging Face token", "the token the download uses")]
+        for ref, where, what, why in refs:
+            name = ref.env if ref is not None else None
+            if not name or env.get(name, "").strip():
+                continue
+            nodes = {s.node for dp in plan.deployments_named(dep.name) for s in dp.services}
+            if limit and limit not in nodes:
+                continue
+            out.append(Diagnostic(
+                "secret-env-unset", Severity.error,
+                f"deployment {dep.name}: {what} comes from environment variable {name}, which is "
+                f"{'empty' if name in env else 'not set'} on this machine — export {name} ({why}) first",
+                path=("serve", i, *where), data={"env": name, "deployment": dep.name}))
     return out
 
 

@@ -91,6 +91,9 @@ class Progress:
             hp.task, hp.status = task, "running"
             return Update(host, task, "running", self.play)
         res = data.get("res") or {}
+        if kind == "runner_retry" and res.get("msg") and not _censored(res):
+            # a task that reports progress between tries (base/model_source.yml: a download)
+            return Update(host, " ".join(str(res["msg"]).split()), "note", self.play)
         if kind == "runner_item_on_ok":
             if _censored(res) and (res.get("changed") or _shown_changed(event)):
                 self._changed_items.add((host, data.get("task_uuid")))
