@@ -53,7 +53,7 @@ def assign(rig, dep, services: list[Service]) -> None:
         entry = catalog().get(svc.stack, {})
         svc.deploy_mode = "container"
         svc.image = dep.image or with_registry(entry.get("image") or f"rigctl/{svc.stack}:local", rig.images.registry)
-        svc.volumes = dict(entry.get("volumes") or {})
+        svc.volumes = {**(entry.get("volumes") or {}), **svc.volumes}  # the plan's own (Ray session) win
         if rig.images.source == "offline":
             # a loaded archive has no registry digest: hosts know the image by its tag (and id)
             svc.image = svc.image.split("@", 1)[0]
