@@ -8,6 +8,7 @@ add `<stack>.yaml` here to cover one. Pure: reads only the packaged data files.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from functools import lru_cache
 from importlib import resources
@@ -32,23 +33,38 @@ def check(svc, contract: dict | None = None) -> list[str]:
     if c is None:
         return []
     where = f"{svc.name} ({c['stack']} {c['version']})"
-    out = [f"{where}: {p}" for p in _argv(svc.argv, c)]
+    out = [f"{where}: {p}" for p in _argv(svc.argv, c, svc)]
     out += [f"{where}: environment variable {k} is not read by the engine"
             for k in sorted(svc.env) if k not in (c.get("env") or {})]
+    out += [f"{where}: {p}" for p in _env_values(svc, c.get("env") or {})]
     out += [f"{where}: secret variable {k} is not read by the engine"
             for k in sorted(svc.secret_env) if k not in (c.get("env") or {}) and not k.endswith("_FILE")]
     if svc.health_path and svc.health_path not in (c.get("health_routes") or {}):
         out.append(f"{where}: health route {svc.health_path} is not served by the engine")
     out += [f"{where}: {p}" for p in _config(svc, c)]
-    out += [f"{where}: {p}" for p in listeners.ports(svc, c) + listeners.bodies(svc, c)]
+    cm = _module(c, svc.argv)  # `python -m <module>`: that module's ports
+    out += [f"{where}: {p}" for p in listeners.ports(svc, cm) + listeners.bodies(svc, cm)]
     return out
 
 
-def _argv(argv: list[str], c: dict) -> list[str]:
+def _module(c: dict, argv: list[str]) -> dict:
+    """The contract with the sections of the module argv runs (`python -m MODULE`) merged in."""
+    mods = c.get("modules") or {}
+    if len(argv) > 2 and argv[1] == "-m" and argv[2] in mods:
+        return {**c, **mods[argv[2]]}
+    return c
+
+
+def _argv(argv: list[str], c: dict, svc=None) -> list[str]:
     if not argv or argv[0] not in c.get("argv0", []):
         return [f"argv[0] {argv[:1]} is not the engine's entry point {c.get('argv0')}"]
     rest = argv[1:]
     out = []
+    if c.get("modules") is not None:  # python -m <module>: each module has its own parser
+        if len(rest) < 2 or rest[0] != "-m" or rest[1] not in c["modules"]:
+            return [f"{' '.join(rest[:2])!r} is not `-m` and one of {sorted(c['modules'])}"]
+        c = _module(c, argv)
+        rest = rest[2:]
     if c.get("script"):
         if not rest or rest[0] != c["script"]:
             return [f"argv[1] {rest[:1]} is not the engine's script {c['script']}"]
@@ -58,15 +74,66 @@ def _argv(argv: list[str], c: dict) -> list[str]:
             return [f"subcommand {rest[:1]} is not one of {sorted(c['subcommands'])}"]
         rest = rest[1:]
     flags = c.get("flags") or {}
+    positional = int(c.get("positional") or 0)
+    seen: dict[str, list[str]] = {}
     i = 0
     while i < len(rest):
         arg = rest[i]
         name = arg.split("=", 1)[0]
-        if name not in flags:
+        if not arg.startswith("-") and positional > 0:
+            positional -= 1  # e.g. Petals' model name (nargs='?')
+        elif name not in flags:
             out.append(f"flag {arg} is not accepted by the engine")
-        elif flags[name].get("takes_value") and "=" not in arg:
+        elif "=" in arg:
+            seen[name] = [arg.split("=", 1)[1]]
+        elif flags[name].get("nargs") in ("+", "*"):  # argparse: values up to the next option
+            j = i + 1
+            while j < len(rest) and not rest[j].startswith("-"):
+                j += 1
+            seen[name] = rest[i + 1:j]
+            if flags[name]["nargs"] == "+" and not seen[name]:
+                out.append(f"flag {name} needs at least one value")
+            i = j - 1
+        elif flags[name].get("takes_value"):
+            seen[name] = rest[i + 1:i + 2]
             i += 1  # its value
+        else:
+            seen[name] = []
         i += 1
+    for name, values in seen.items():
+        out += _flag_values(name, values, flags[name], seen, svc)
+    return out
+
+
+def _flag_values(name: str, values: list[str], f: dict, seen: dict, svc) -> list[str]:
+    """A flag's values against its contract: choices, pattern, the service's port, persisted state."""
+    out = [f"flag {name} and {x} exclude each other ({f['source']})" for x in f.get("excludes") or [] if x in seen]
+    for v in values:
+        if "choices" in f and v not in f["choices"]:
+            out.append(f"flag {name} {v!r} is not one of {f['choices']}")
+        if "pattern" in f and not re.fullmatch(f["pattern"], v):
+            out.append(f"flag {name} {v!r} does not match {f['pattern']}")
+        if f.get("port") and svc is not None:
+            m = re.fullmatch(r"\d+", v) or re.search(r"/tcp/(\d+)$", v)
+            if not m or int(m.group(m.lastindex or 0)) != svc.port:
+                out.append(f"flag {name} {v!r} does not listen on the service's port {svc.port}")
+        if f.get("persist") and svc is not None:
+            d = posixpath.dirname(v)
+            if not any(d == m or d.startswith(m.rstrip("/") + "/") for m in svc.state_mounts.values()):
+                out.append(f"flag {name} {v!r}: its directory is no read-write host mount, so the file is lost "
+                           f"when the container is re-created ({f.get('note', f['source'])})")
+    return out
+
+
+def _env_values(svc, env: dict) -> list[str]:
+    """Environment values against the contract: a cache directory must lie in a volume that survives."""
+    out = []
+    for k, v in sorted(svc.env.items()):
+        if (env.get(k) or {}).get("in_volume"):
+            mounts = list(svc.volumes.values()) + list(svc.state_mounts.values())
+            if not any(v == m or v.startswith(m.rstrip("/") + "/") for m in mounts):
+                out.append(f"environment variable {k}={v!r} is in no volume {sorted(mounts)}: "
+                           f"lost when the container is re-created ({env[k]['source']})")
     return out
 
 

@@ -17,12 +17,18 @@ import posixpath
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The flag's value; of a multiaddr (/ip4/0.0.0.0/tcp/31337: Petals, hivemind) its port."""
     for i, a in enumerate(argv):
         if a == flag and i + 1 < len(argv):
-            return argv[i + 1]
+            return _maddr_port(argv[i + 1])
         if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
+            return _maddr_port(a.split("=", 1)[1])
     return None
+
+
+def _maddr_port(value: str) -> str:
+    parts = value.split("/")
+    return parts[4] if value.startswith("/") and len(parts) == 5 and parts[3] in ("tcp", "udp") else value
 
 
 def ports(svc, c: dict) -> list[str]:

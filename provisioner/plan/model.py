@@ -59,6 +59,9 @@ class Service:
     image: str | None = None  # container: image reference (pinned per stack in data/images.yaml)
     image_archive: str | None = None  # images.source offline: controller path of its `docker save` archive
     volumes: dict[str, str] = field(default_factory=dict)  # container: named volume -> path inside
+    # container: host directory -> path inside, mounted read-write, created (0700) by the stack's role
+    # before start: state the engine writes and must find again after re-creation (Petals DHT identity)
+    state_mounts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

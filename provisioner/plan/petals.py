@@ -8,9 +8,20 @@ the PUBLIC swarm, so rigctl always passes the private one (stacks.md §7).
 A bootstrap address ends in the peer's libp2p id, which comes from its identity
 key. When `swarm.initial_peers` names a rig node (as the petals-swarm rule asks),
 that node runs the DHT with the identity file at STATE_DIR/<deployment>/bootstrap.id
-and the servers use the listed addresses verbatim. Without initial peers the
-servers read ${PETALS_INITIAL_PEERS}, which apply writes once the DHT has
-printed its address (systemd and compose both expand ${VAR} in command lines).
+and the servers use the listed addresses verbatim. That directory is a read-write
+host mount of the DHT container (`state_mounts`, created by the petals role, which
+refuses to start a DHT whose key is missing): hivemind writes a NEW key when the
+file is missing (a new peer id, so the listed address goes stale and the servers
+fail with "failed to connect to bootstrap peers") and raises FileNotFoundError when
+its directory is missing (hivemind p2p_daemon.py at the commit Petals pins).
+
+Without initial peers (the petals-swarm rule refuses such a spec) the servers would
+get the placeholder ${PETALS_INITIAL_PEERS}, which nothing fills in: the contract
+check (provisioner/contracts/petals.yaml) rejects it as no multiaddr.
+
+Blocks and the throughput estimate go to PETALS_CACHE (src/petals/utils/disk_cache.py),
+set to the image's /cache volume so they survive re-creation. The facts behind every
+flag are in provisioner/contracts/petals.yaml.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from .vllm import model_reference
 DHT_PORT = 31337
 SERVER_PORT = 31330
 STATE_DIR = "/var/lib/rigctl/petals"
+CACHE_DIR = "/cache"  # the image's VOLUME and PETALS_CACHE (Dockerfile); data/images.yaml names the volume
 PEERS_ENV = "PETALS_INITIAL_PEERS"
 QUANT = {"int8": "int8", "nf4": "nf4"}
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -42,12 +54,13 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     dht_node, dht_port = _bootstrap_node(ctx, nodes, user_peers, addresses)
     if dht_node is not None:
         addr = node_address(dht_node, addresses)
-        identity = posixpath.join(STATE_DIR, dep.name, "bootstrap.id")
+        state = posixpath.join(STATE_DIR, dep.name)
+        identity = posixpath.join(state, "bootstrap.id")
         services.append(Service(
             deployment=dep.name, node=dht_node.name, role="petals-dht", stack="petals", name=f"rigctl-{dep.name}-dht",
             argv=["python", "-m", "petals.cli.run_dht", "--host_maddrs", f"/ip4/0.0.0.0/tcp/{dht_port}",
                   "--announce_maddrs", f"/ip4/{addr}/tcp/{dht_port}", "--identity_path", identity],
-            port=dht_port, bind="0.0.0.0", port_scope="subnet"))
+            port=dht_port, bind="0.0.0.0", port_scope="subnet", state_mounts={state: state}))
         if user_peers and fit is not None:
             fit.notes.append(f"the DHT on {dht_node.name} must use the identity whose peer id is in "
                              f"initial_peers: place its key at {identity} before apply")
@@ -75,7 +88,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
             argv += ["--torch_dtype", DTYPES[fmt]]
         argv += list(dep.extra_args)
         env = {"CUDA_VISIBLE_DEVICES": pg.gpu.uuid or str(pg.gpu_index),
-               "PETALS_CACHE": posixpath.join(STATE_DIR, "cache")}
+               "PETALS_CACHE": CACHE_DIR}
         services.append(Service(
             deployment=dep.name, node=pg.node.name, role="petals-server", stack="petals",
             name=f"rigctl-{dep.name}-{pg.gpu.id}", argv=argv, env=env, port=port, bind="0.0.0.0",

@@ -70,15 +70,19 @@ def service_values(rig: str, svc: Service, secrets: list[dict], offline: bool, s
     paths += sorted(svc.files) + [s["path"] for s in secrets if s["format"] == "raw"]
     binds = [f"{p}:{p}:ro" for p in map(bind_path, paths)]
     binds += [f"{bind_path(h)}:{bind_path(c)}:ro" for h, c in sorted(svc.secret_mounts.items())]
+    # read-write: state the engine keeps across re-creation (the role creates the host directory)
+    binds += [f"{bind_path(h)}:{bind_path(c)}" for h, c in sorted(svc.state_mounts.items())]
     ids = gpu_ids(svc)
     env = dict(svc.env)
     if ids and env.get("CUDA_VISIBLE_DEVICES", "").split(",") in ([str(i) for i in svc.gpu_indices], svc.gpu_uuids):
         # the container sees only its reserved GPUs, renumbered from 0
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(ids)))
-    # a server starts after the other services of its deployment in this project (vLLM: the Ray head)
+    # a server starts after the other services of its deployment in this project (vLLM: the Ray head);
+    # a Petals server after the DHT it bootstraps from (else: "failed to connect to bootstrap peers")
     after = [{"name": s.name, "condition": "service_healthy" if healthcheck(s, catalog().get(s.stack, {}))
               else "service_started"}
-             for s in siblings if s.deployment == svc.deployment and s.name != svc.name] if svc.role == "server" else []
+             for s in siblings if s.deployment == svc.deployment and s.name != svc.name
+             and (svc.role == "server" or (svc.role, s.role) == ("petals-server", "petals-dht"))]
     return {
         "key": svc.name, "image": svc.image, "pull_policy": "never" if offline else "missing",
         "entrypoint": [binary], "command": list(svc.argv[1:]), "env": env,
