@@ -97,6 +97,8 @@ def fit_params(prepared: list) -> tuple[dict, dict]:
     params = copy.deepcopy(BASE)
     prov: dict = {"decode": {}, "prefill": {}}
     dec = [p for p in prepared if p.fit is not None and p.row.get("decode_tps")]
+    others = [p for p in dec if p.dep.stack.value not in speed.LLAMACPP_STACKS]
+    dec = [p for p in dec if p.dep.stack.value in speed.LLAMACPP_STACKS]
     dense = [p for p in dec if not getattr(p.ctx.model(p.dep), "experts", None)]
     moe = [p for p in dec if getattr(p.ctx.model(p.dep), "experts", None)]
 
@@ -113,6 +115,14 @@ def fit_params(prepared: list) -> tuple[dict, dict]:
             gpus = {_gpu_key(p) for p in rows}
             if level != "all" and len(gpus) < MIN_GPUS:
                 continue
+            _search(params, rows, "decode", set_cell(key), DECODE_GRID)
+            prov["decode"][key] = {"rows": len(rows), "gpus": sorted(gpus)}
+    engines: dict[str, list] = {}
+    for p in others:
+        engines.setdefault(f"engine:{p.dep.stack.value}/{_decode_key(p)[0]}", []).append(p)
+    for key, rows in sorted(engines.items()):
+        gpus = {_gpu_key(p) for p in rows}
+        if len(gpus) >= MIN_GPUS:
             _search(params, rows, "decode", set_cell(key), DECODE_GRID)
             prov["decode"][key] = {"rows": len(rows), "gpus": sorted(gpus)}
     if len({_gpu_key(p) for p in moe}) >= 1 and len(moe) >= 2:

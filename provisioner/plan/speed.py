@@ -192,10 +192,20 @@ def format_class(ctx, dep: Deployment) -> str:
     return "f16" if bits >= 15 else "q8" if bits >= 7.5 else "quant"
 
 
-def _cell(table: dict, mem: str, arch: str | None, fmt: str) -> float:
-    """Most specific fitted cell: memory kind and architecture, then memory kind, then all devices."""
+LLAMACPP_STACKS = ("llamacpp", "llamacpp-rpc", "ollama")
+
+
+def _cell(table: dict, mem: str, arch: str | None, fmt: str, stack: str = "llamacpp") -> float:
+    """Most specific fitted cell: memory kind and architecture, then memory kind, then all devices.
+
+    The memory-kind cells are fitted on llama.cpp rows (its kernels, not the memory, are
+    what reaches a small share of HBM); other engines read their own cells
+    (``engine:vllm/quant``) where rows fitted one, else the all-devices cell."""
     cells = table["cells"]
-    keys = ([f"{mem}:{arch}/{fmt}"] if arch else []) + [f"{mem}/{fmt}", f"all/{fmt}"]
+    if stack in LLAMACPP_STACKS:
+        keys = ([f"{mem}:{arch}/{fmt}"] if arch else []) + [f"{mem}/{fmt}", f"all/{fmt}"]
+    else:
+        keys = [f"engine:{stack}/{fmt}", f"all/{fmt}"]
     if fmt == "q8":
         keys += [f"{mem}/quant", "all/quant"]
     for k in keys:
@@ -220,7 +230,8 @@ def architecture(e) -> str:
 def decode_efficiency(ctx, dep: Deployment, d: Device) -> float:
     """Middle of the fitted share of peak bandwidth one token's reads reach on ``d``."""
     e = _entry(ctx, d) if d.gpu_id is not None else None
-    eff = _cell(efficiency()["decode"], memory_class(ctx, d), architecture(e), format_class(ctx, dep))
+    eff = _cell(efficiency()["decode"], memory_class(ctx, d), architecture(e), format_class(ctx, dep),
+                dep.stack.value)
     return eff * _moe_factor(ctx.model(dep))
 
 
