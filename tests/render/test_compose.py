@@ -17,8 +17,10 @@ from provisioner.render.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [p for p in sorted((ROOT / "examples").glob("*.yaml")) if check_file(str(p)).errors == 0]
-# llama.cpp examples run natively by default: render them in containers too (deploy_mode: container)
-LLAMACPP = [p for p in EXAMPLES if re.search(r"stack: llamacpp", p.read_text()) and "deploy_mode:" not in p.read_text()]
+# llama.cpp examples run natively by default: render them in containers too (deploy_mode: container);
+# not the macOS ones, where containers are an error (rule macos-native: Docker there cannot reach Metal)
+LLAMACPP = [p for p in EXAMPLES if re.search(r"stack: llamacpp", p.read_text()) and "deploy_mode:" not in p.read_text()
+            and "os: macos" not in p.read_text()]
 
 
 def compose_binary() -> Path | None:
