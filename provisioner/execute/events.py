@@ -91,8 +91,8 @@ class Progress:
             hp.task, hp.status = task, "running"
             return Update(host, task, "running", self.play)
         res = data.get("res") or {}
-        if kind == "runner_retry" and res.get("msg") and not _censored(res):
-            # a task that reports progress between tries (base/model_source.yml: a download)
+        if kind == "runner_retry" and res.get("done") is False and res.get("msg") and not _censored(res):
+            # a task that reports its progress between tries (rigctl_model_fetch: a download)
             return Update(host, " ".join(str(res["msg"]).split()), "note", self.play)
         if kind == "runner_item_on_ok":
             if _censored(res) and (res.get("changed") or _shown_changed(event)):

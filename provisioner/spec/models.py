@@ -144,7 +144,7 @@ Arg = Annotated[str, Field(max_length=4096, pattern=TEXT_PATTERN)]
 
 class Strict(BaseModel):
     # NaN and infinity are never a measurement; they turned into crashes in the rules
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
 
 class Stack(str, Enum):
@@ -476,6 +476,9 @@ class Deployment(Strict):
     def _one_model_origin(self):
         if self.model_file is not None and self.source is not None and self.source.local:
             raise ValueError("give model_file (a controller file rigctl copies) or source, not both")
+        if self.source is not None and self.source.local and self.stack in (Stack.ollama, Stack.exo):
+            raise ValueError(f"{self.stack.value} fetches its models itself (its own library / the Hub): "
+                             "source.hf, url and path are not wired to it yet; use model_file or drop source")
         if self.source is not None and not self.source.local and self.stack not in (Stack.vllm, Stack.petals):
             raise ValueError(f"a source with only a token is for engines that download the model themselves "
                              f"(vllm, petals); {self.stack.value} needs the weights on the host: add source.hf "

@@ -49,10 +49,10 @@ def _deployment(name: str, port: int, source: str) -> str:
             f"    port: {port}\n")
 
 
-def _spec(address: str, deployments: list[str]) -> str:
+def _spec(address: str, deployments: list[str], rig: str = "lab-sources") -> str:
     subnet = address.rsplit(".", 1)[0] + ".0/24"
     # (a fabric: without one the firewall role fails on an empty rigctl_rig_subnet today)
-    return ("version: 1\nname: lab-sources\nprofile: lab\n"
+    return (f"version: 1\nname: {rig}\nprofile: lab\n"
             f"fabric: {{kind: ethernet, speed_gbps: 10, subnet: {subnet}}}\nnodes:\n  - name: h1\n"
             f"    connection: {{address: {address}, ssh_user: root}}\n"
             "    os: debian-12\n    cpu: {pcie_lanes: 16, power_w: 65}\n    memory_gib: 2\n"
@@ -176,7 +176,8 @@ def test_second_apply_changes_nothing_and_downloads_nothing(rig, applied):
 
 def _bad_apply(rig, lab_shell, name: str, source: str, port: int, env_drop: str | None = None):
     spec = rig["work"] / f"{name}.yaml"
-    spec.write_text(_spec(rig["h1"], [_deployment(name, port, source)]))
+    # a rig of its own: applying it must not take the other deployments away
+    spec.write_text(_spec(rig["h1"], [_deployment(name, port, source)], rig=f"lab-sources-{name}"))
     env = {k: v for k, v in rig["env"].items() if k != env_drop}
     r = _rigctl("apply", str(spec), "-i", str(rig["inventory"]), "--yes", env=env)
     state = lab_shell.run("h1", f"systemctl is-active rigctl-{name}.service", check=False).stdout.strip()
