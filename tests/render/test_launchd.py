@@ -12,6 +12,7 @@ import plistlib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provisioner.escape import Unrepresentable, launchd_plist
 from provisioner.plan import build_plan
@@ -171,3 +172,21 @@ def test_plist_writer_round_trips_markup_and_tabs():
     text = launchd_plist(job, comment="rig a--b: x-")
     assert plistlib.loads(text.encode()) == job
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<!-- rig a- -b: x -->\n')
+
+
+HOSTILE = ["$(touch /tmp/rigctl-pwned)", "`id`", "a\nb", "a\tb", "{{ lookup('pipe','id') }}", "%n %h", "${HOME}",
+           "$$", "<!-- x -->", "]]></string><string>--evil", "&amp; &lt;", "ü ☃ 𝄞"]
+
+
+@pytest.mark.parametrize("payload", HOSTILE, ids=[ascii(p)[:24] for p in HOSTILE])
+def test_hostile_extra_args_reach_the_plist_literally_or_are_refused(payload, tmp_path):
+    doc = yaml.safe_load((ROOT / "examples" / "mac-studio.yaml").read_text())
+    doc["serve"][0]["extra_args"] = ["--alias", payload]
+    prep = prepare(str(_spec_file(tmp_path, yaml.safe_dump(doc))))
+    if any(ord(c) < 0x20 for c in payload):  # control characters: the schema refuses them, at the field
+        assert prep.plan is None and [tuple(d.path) for d in prep.errors] == [("serve", 0, "extra_args", 1)]
+        return
+    files = _rendered(prep)
+    job = plistlib.loads(files["files/studio/io.rigctl.rigctl-maverick.plist"].encode())
+    assert job["ProgramArguments"][-2:] == ["--alias", payload]
+    assert _check_plists(prep, files) == 1
