@@ -1,5 +1,7 @@
 """The shipped catalogs are valid, sourced and cover what the issue asks for."""
 
+from pathlib import Path
+
 from provisioner.spec.catalog import builtin
 
 REQUIRED_GPUS = ["rtx-3060-12gb", "rtx-3090", "rtx-3090-ti", "rtx-4080-super", "rtx-4090", "rtx-5090", "rtx-a6000",
@@ -83,3 +85,33 @@ def test_catalog_covers_the_cards_people_own():
     assert cat.gpus.get("3080").memory_gib == 10 and cat.gpus.get("3080 12gb").memory_gib == 12
     assert cat.gpus.get("4060 ti 16gb").memory_gib == 16 and cat.gpus.get("RTX 4080").id == "rtx-4080"
     assert cat.gpus.get("5070 Ti").id == "rtx-5070-ti" and cat.gpus.get("Tesla T4").id == "tesla-t4"
+
+
+def test_shipped_catalog_is_parsed_once_then_read_from_a_json_cache(tmp_path, monkeypatch):
+    """Cold start: the YAML parse (~50 ms CPU) happens once; an edited file or a broken cache parses again."""
+    import os
+    import time
+
+    from provisioner.spec import catalog
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    data = tmp_path / "data"
+    data.mkdir()
+    src = Path(catalog.__file__).parent / "data"
+    for kind in catalog.KINDS:
+        (data / f"{kind}.yaml").write_text((src / f"{kind}.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    parsed = []
+    real = catalog.yaml.load
+    monkeypatch.setattr(catalog.yaml, "load", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    first = catalog._shipped_items(data)
+    assert len(parsed) == 4 and len(list((tmp_path / "rigctl").glob("catalog-*.json"))) == 1
+    assert catalog._shipped_items(data) == first and len(parsed) == 4  # from the cache
+    gpus = data / "gpus.yaml"
+    gpus.write_text(gpus.read_text(encoding="utf-8").replace("name: NVIDIA GeForce RTX 3090\n",
+                                                            "name: NVIDIA GeForce RTX 3090 (edited)\n"), encoding="utf-8")
+    os.utime(gpus, ns=(time.time_ns(), time.time_ns() + 10**9))
+    edited = catalog._shipped_items(data)
+    assert len(parsed) == 8 and any(e["name"].endswith("(edited)") for e in edited["gpus"])
+    for f in (tmp_path / "rigctl").glob("catalog-*.json"):
+        f.write_text("{not json", encoding="utf-8")
+    assert catalog._shipped_items(data) == edited and len(parsed) == 12
