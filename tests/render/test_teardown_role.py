@@ -30,13 +30,14 @@ def container(name: str, project: str) -> dict:
             "secret_files": []}
 
 
-def play(tmp_path: Path, old: list[dict] | None, want: list[dict], tasks: str = "read.yml") -> subprocess.CompletedProcess:
+def play(tmp_path: Path, old: list[dict] | None, want: list[dict], tasks: str = "read.yml",
+         models: bool = False) -> subprocess.CompletedProcess:
     manifest = tmp_path / "manifest.json"
     if old is not None:
         manifest.write_text(json.dumps({"rig": "r", "services": old}))
     doc = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
             "vars": {"rigctl_manifest_file": str(manifest), "rigctl_teardown_want": want,
-                     "rigctl_compose_dir": str(tmp_path / "compose"), "rigctl_teardown_models": False},
+                     "rigctl_compose_dir": str(tmp_path / "compose"), "rigctl_teardown_models": models},
             "tasks": [{"ansible.builtin.import_tasks": str(ROLE / "read.yml")},
                       *([{"ansible.builtin.include_tasks": str(ROLE / tasks)}] if tasks != "read.yml" else []),
                       {"ansible.builtin.debug": {"msg": "STALE={{ rigctl_teardown_stale | map(attribute='name') | list | to_json }}"}}]}]
@@ -78,6 +79,19 @@ def test_remove_deletes_the_secrets_of_removed_services_but_not_shared_ones(tmp_
     # no unit file was deleted (none existed), so systemd was not reloaded
     reload_task = r.stdout.split("TASK [Reload systemd (a unit file was deleted)]", 1)[1].split("TASK [", 1)[0]
     assert "skipping" in reload_task, reload_task
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="remove.yml deletes root-owned files")
+@pytest.mark.parametrize("asked", [False, True])
+def test_model_files_go_only_when_asked_and_unshared(tmp_path, asked):
+    own, shared = tmp_path / "own.gguf", tmp_path / "shared.gguf"
+    own.write_text("m")
+    shared.write_text("m")
+    old = [dict(native("rigctl-lifecycle-test-absent-a"), model_path=str(own)),
+           dict(native("rigctl-lifecycle-test-absent-c"), model_path=str(shared))]
+    want = [dict(native("rigctl-lifecycle-test-absent-b"), model_path=str(shared))]
+    play(tmp_path, old, want, tasks="remove.yml", models=asked)
+    assert own.exists() is not asked and shared.exists()
 
 
 def _tasks(path: Path):
