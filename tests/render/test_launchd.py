@@ -27,6 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 MACOS_EXAMPLES = [ROOT / "examples" / "exo.yaml", ROOT / "examples" / "mac-studio.yaml"]
 
+# Keys of launchd.plist(5) that rigctl writes, with the type launchd reads
+# (https://keith.github.io/xcode-man-pages/launchd.plist.5.html): a misspelt key is ignored by
+# launchd without a word, so every key of every rendered job must be one of these.
+LAUNCHD_KEYS = {"Label": str, "Program": str, "ProgramArguments": list, "EnvironmentVariables": dict,
+                "UserName": str, "GroupName": str, "WorkingDirectory": str, "RunAtLoad": bool,
+                "KeepAlive": dict, "StandardOutPath": str, "StandardErrorPath": str}
+KEEPALIVE_KEYS = {"SuccessfulExit": bool}
+
 MAC_RPC_KEYED = """\
 version: 1
 name: mac-rpc
@@ -86,6 +94,11 @@ def _check_plists(prep, files: dict[str, str]) -> int:
             assert sv["plist_src"] == path and sv["launchd_label"] == f"io.rigctl.{svc.name}"
             assert "unit_src" not in sv and "compose_src" not in sv and sv["deploy_mode"] == "native"
             job = plistlib.loads(plists[path].encode())
+            assert set(job) <= set(LAUNCHD_KEYS) and set(job["KeepAlive"]) <= set(KEEPALIVE_KEYS), job
+            assert all(type(v) is LAUNCHD_KEYS[k] for k, v in job.items())
+            assert all(type(v) is KEEPALIVE_KEYS[k] for k, v in job["KeepAlive"].items())
+            assert all(isinstance(w, str) for w in job["ProgramArguments"])
+            assert all(isinstance(v, str) for v in job.get("EnvironmentVariables", {}).values())
             assert job["Label"] == f"io.rigctl.{svc.name}"
             assert job["ProgramArguments"] == svc.argv  # word for word: launchd runs it without a shell
             # argv[0] is the process name; Program is the file launchd executes
