@@ -116,6 +116,11 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
                 return ApplyResult("aborted", EXIT_USAGE, "not applied (not confirmed)")
             if not check:
                 export_images(prep.plan, prep.ctx.rig, spec_dir)
+            if on_update is not None:
+                for node in departed_nodes(spec, prep.ctx.rig):
+                    on_update(Update(node, f"{node} left the spec: apply no longer reaches it, so what rigctl made "
+                                     "there keeps running; take it down with `rigctl destroy --limit "
+                                     f"{node}` and the spec that still lists it", "note"))
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
             run_dir = base / "runs" / stamp
             project = run_dir / "project"
@@ -195,6 +200,18 @@ def destroy(spec: str, inventory: str | None = None, yes: bool = False, *, remov
         return ApplyResult("locked", EXIT_LOCKED, str(exc))
     result.elapsed_s = time.monotonic() - t0
     return result
+
+
+def departed_nodes(spec: str, rig) -> list[str]:
+    """Nodes the last applied state has services on that the spec no longer lists."""
+    from ..plan.state import StateError, default_render_dir, load_state, state_path
+
+    try:
+        old = load_state(state_path(default_render_dir(spec, rig.name)))
+    except StateError:
+        return []
+    names = {n.name for n in rig.nodes}
+    return sorted(h for h, v in ((old or {}).get("hosts") or {}).items() if h not in names and v.get("services"))
 
 
 def unset_secret_env(ctx, plan, limit: str | None = None, envvars: dict | None = None) -> list[Diagnostic]:

@@ -59,3 +59,21 @@ def test_rendered_project_has_the_destroy_playbook_and_teardown_runs_before_serv
     assert site.index(prep) < min(i for i, p in enumerate(site) if p["name"].startswith("Start"))
     destroy = yaml.safe_load((ROOT / "playbooks" / "destroy.yml").read_text())
     assert destroy[0]["hosts"] == "rig"
+
+
+def test_a_node_that_left_the_spec_is_named(tmp_path):
+    import json
+
+    from provisioner.execute import departed_nodes
+    from provisioner.plan.state import default_render_dir, state_path
+    from provisioner.spec.loader import load_rig
+
+    spec = lab_copy(tmp_path)
+    rig = load_rig(spec).rig
+    assert departed_nodes(str(spec), rig) == []  # nothing applied yet
+    p = state_path(default_render_dir(spec, rig.name))
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({"schema_version": 1, "hosts": {"h1": {"services": {"rigctl-tiny": {}}},
+                                                            "h9": {"services": {"rigctl-old": {}}},
+                                                            "h8": {"services": {}}}}))
+    assert departed_nodes(str(spec), rig) == ["h9"]
