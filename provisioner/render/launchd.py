@@ -18,8 +18,7 @@ from ..plan.model import Service
 from .services import BIN_DIR, SERVICE_USER
 
 LABEL_PREFIX = "io.rigctl."  # reverse-DNS, like the compose labels (io.rigctl.deployment)
-DAEMONS_DIR = "/Library/LaunchDaemons"
-LOG_DIR = "/var/log/rigctl"
+LOG_DIR = "/var/log/rigctl"  # base: rigctl_log_dir (the plist goes to rigctl_launchd_dir, /Library/LaunchDaemons)
 HOME_DIR = "/var/lib/rigctl/home"  # the service user's home on macOS (exo and uv write caches there)
 
 
