@@ -28,6 +28,7 @@ def _ctx_fix(dep, best: int | None) -> str:
 @rule("memory-fit", "error", "weights + KV cache + overheads fit on every device the model is placed on",
       tags=("memory",))
 def memory_fit(ctx):
+    yield from apple_memory(ctx)
     for i, dep in enumerate(ctx.rig.serve):
         f = sizing.fit(ctx, dep)
         if f is None:
@@ -76,6 +77,27 @@ def memory_fit(ctx):
                 yield memory_fit.finding(f"{_name(ctx, dep)}: context does not fit: {usage}; {fix}", path,
                                          tag="context", hint=f"lower the context{kvhint}, or fewer parallel sequences")
             break
+
+
+def apple_memory(ctx):
+    """Apple nodes: the chip's memory is the node's RAM, which the spec must give (a finding per node)."""
+    for ni, node in enumerate(ctx.rig.nodes):
+        chips = [pg for pg in ctx.gpus(ni) if pg.entry is not None and pg.entry.vendor == "apple"]
+        if not chips:
+            continue
+        chip = ctx.catalog.gpus.get(chips[0].gpu.model) or chips[0].entry
+        if not node.memory_gib:
+            yield memory_fit.finding(
+                f"node {node.name} is an {chip.name} without memory_gib: it is planned as the chip's largest "
+                f"configuration ({chip.memory_gib:g} GB, {chip.usable_gib:.1f} GiB for the GPU), which this Mac may "
+                "not have", ("nodes", ni, "name"), tag="apple-ram", severity=Severity.warning,
+                hint="set memory_gib to the Mac's RAM (About This Mac, or `sysctl hw.memsize`)")
+        elif chip.memory_options_gib and all(abs(node.memory_gib - m) > 0.5 for m in chip.memory_options_gib):
+            sizes = ", ".join(f"{m:g}" for m in chip.memory_options_gib)
+            yield memory_fit.finding(
+                f"node {node.name}: {chip.name} Macs are sold with {sizes} GB; memory_gib {node.memory_gib:g} is none "
+                "of them", ("nodes", ni, "memory_gib"), tag="apple-ram", severity=Severity.warning,
+                hint="set memory_gib to the installed RAM in GB, or pick the chip variant that matches")
 
 
 @rule("memory-context-limit", "warning", "the requested context is within what the model was trained for",
