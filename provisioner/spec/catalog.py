@@ -8,10 +8,10 @@ rig spec or passed with ``--catalog``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
+import zlib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -328,20 +328,21 @@ def _shipped_items(base) -> dict[str, list]:
     paths = {kind: Path(str(base / f"{kind}.yaml")) for kind in KINDS}
     try:
         stats = [(k, p.stat()) for k, p in paths.items()]
-        key = hashlib.sha256(repr([CACHE_FORMAT, str(base)] + [(k, s.st_size, s.st_mtime_ns) for k, s in stats])
-                             .encode()).hexdigest()[:32]
-        cached = _cache_dir() / f"catalog-{key}.json"
-        return json.loads(cached.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        key = repr([CACHE_FORMAT, str(base)] + [(k, s.st_size, s.st_mtime_ns) for k, s in stats])
+        cached = _cache_dir() / f"catalog-{zlib.crc32(key.encode()):08x}.json"
+        doc = json.loads(cached.read_text(encoding="utf-8"))
+        if doc.get("key") == key:  # the full key inside: a crc32 collision only costs a parse
+            return doc["items"]
+    except (OSError, ValueError, AttributeError):
         pass
     items = {kind: yaml.load(p.read_text(encoding="utf-8"), Loader=_SafeLoader) for kind, p in paths.items()}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(items), encoding="utf-8")
+        tmp.write_text(json.dumps({"key": key, "items": items}), encoding="utf-8")
         os.replace(tmp, cached)
     except (OSError, NameError, TypeError, ValueError):
-        pass  # no cache this time
+        pass  # no cache this time (NameError: the key could not be made)
     return items
 
 

@@ -144,7 +144,7 @@ Arg = Annotated[str, Field(max_length=4096, pattern=TEXT_PATTERN)]
 
 class Strict(BaseModel):
     # NaN and infinity are never a measurement; they turned into crashes in the rules
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Stack(str, Enum):
