@@ -84,7 +84,7 @@ def storage_fit(ctx: Context):
             continue
 
         total_gb = sum(gb for _, gb in needs)
-        parts = " + ".join(f"{model_name(ctx, d)} {d.format} {gb:.1f} GB" for d, gb in needs)
+        parts = " + ".join(f"{model_name(ctx, d)} {d.format} of deployment {d.name} {gb:.1f} GB" for d, gb in needs)
         what = f"{parts} = {total_gb:.1f} GB ({total_gb / GB_PER_GIB:.1f} GiB)" if len(needs) > 1 else \
             f"{parts} ({total_gb / GB_PER_GIB:.1f} GiB)"
         where = f"{disk.type} {disk.name or disk.mount} ({disk.capacity_gb:g} GB)"

@@ -203,3 +203,13 @@ def test_a_download_between_tries_is_shown_as_progress():
     # other retry loops (a health check waiting) stay quiet
     assert p.handle({"event": "runner_retry", "event_data": {
         "host": "h1", "task": "Wait", "res": {"msg": "Status code was -1", "attempts": 3}}}) is None
+
+
+def test_the_catalog_marks_every_meta_llama_entry_gated_with_a_source():
+    cat = builtin()
+    for entry in cat.models:
+        repos = [a for a in entry.aliases if "/" in a]
+        if any(r.startswith("meta-llama/") for r in repos):
+            assert entry.gated, entry.id
+        if entry.gated:
+            assert entry.gated_source and "https://huggingface.co/docs/hub/models-gated" in entry.gated_source, entry.id
