@@ -102,7 +102,8 @@ def run(args) -> int:
     if args.format == "json":
         emit(json.dumps(plan_json(plan, facts, changes, diags, spath, old is not None), indent=2) + "\n", args.output)
     else:
-        render_text(plan, facts, changes, diags, spath, old is not None)
+        render_text(plan, facts, changes, diags, spath, old is not None,
+                    macos_nodes={n.name for n in res.context.rig.nodes if n.os == "macos"})
     if args.detailed_exitcode:
         return EXIT_CHANGES if changes else EXIT_OK
     return EXIT_OK
@@ -204,7 +205,8 @@ def plan_json(plan, facts: dict, changes: dict, diags, spath: Path, has_state: b
 # ------------------------------------------------------------------ text
 
 
-def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state: bool) -> None:
+def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state: bool,
+                macos_nodes: set[str] = frozenset()) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -241,7 +243,7 @@ def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state:
         for s in dp.services:
             where = f"{s.bind}:{s.port}" if s.port else "no port"
             con.print(f"  [cyan]{s.node}[/cyan] {s.name} ({s.role}, {where}, {s.port_scope})")
-            command, secret_lines = deployed_secrets(s)
+            command, secret_lines = deployed_secrets(s, launchd=s.node in macos_nodes)
             con.print(f"    {command}", markup=False)
             for k, v in s.env.items():
                 con.print(f"    {k}={v}", markup=False)
@@ -269,8 +271,11 @@ def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state:
             con.print(f"    [{color}]{line[:1]}[/{color}]{line[1:]}" if color else f"    {line}", markup=bool(color))
 
 
-def deployed_secrets(s) -> tuple[str, list[str]]:
+def deployed_secrets(s, launchd: bool = False) -> tuple[str, list[str]]:
     """The command line as the deployed service runs it, and one line per secret saying how it gets there.
+
+    A launchd job (a native service on a macOS node, render.launchd) runs the plan's argv as it
+    is: it reads the key file where secret.yml writes it, readable by the service user's group.
 
     A native unit reads a key file through a systemd credential (LoadCredential), so the path it
     runs with is ${CREDENTIALS_DIRECTORY}/<name>, not the root-only copy in /etc/rigctl/secrets;
@@ -281,7 +286,7 @@ def deployed_secrets(s) -> tuple[str, list[str]]:
 
     secrets = secret_files(s)
     native = s.deploy_mode == "native"
-    unit = native_unit_values(s, secrets) if native else {}
+    unit = native_unit_values(s, secrets) if native and not launchd else {}
     creds = {c["path"]: c["name"] for c in unit.get("credentials", [])}
     # the credential word stays unquoted: systemd expands ${CREDENTIALS_DIRECTORY} in ExecStart
     command = " ".join(f"${{CREDENTIALS_DIRECTORY}}/{creds[a]}" if a in creds else shlex.quote(a) for a in s.argv)
@@ -294,6 +299,9 @@ def deployed_secrets(s) -> tuple[str, list[str]]:
             lines.append(f"{sec['var']}=<secret> (EnvironmentFile {sec['path']}, from {origin})")
         elif not native:
             lines.append(f"key file {sec['path']} (mounted read-only, from {origin})")
+        elif launchd:
+            lines.append(f"key file {sec['path']} (root-owned, group rigctl 0440, read by the launchd job; "
+                         f"from {origin})")
         elif sec["var"] in unit.get("extra_env", {}):
             lines.append(f"{sec['var']}={unit['extra_env'][sec['var']]} (systemd credential "
                          f"{creds[sec['path']]} of {sec['path']}, from {origin})")

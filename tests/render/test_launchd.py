@@ -203,3 +203,17 @@ def test_hostile_extra_args_reach_the_plist_literally_or_are_refused(payload, tm
     job = plistlib.loads(files["files/studio/io.rigctl.rigctl-maverick.plist"].encode())
     assert job["ProgramArguments"][-2:] == ["--alias", payload]
     assert _check_plists(prep, files) == 1
+
+
+def test_plan_shows_the_key_as_the_launchd_job_gets_it(tmp_path, rigctl, monkeypatch):
+    """`rigctl plan` prints the command the Mac runs (the plist's argv), not a systemd credential."""
+    monkeypatch.setenv("RIGCTL_TEST_MAC_KEY", "sk-unused")
+    spec = _spec_file(tmp_path, MAC_RPC_KEYED)
+    code, out, err = rigctl("plan", spec)
+    assert code == 0, err
+    job = plistlib.loads(_rendered(_prepared(spec))["files/head/io.rigctl.rigctl-llama70.plist"].encode())
+    key_file = job["ProgramArguments"][job["ProgramArguments"].index("--api-key-file") + 1]
+    assert "CREDENTIALS_DIRECTORY" not in out and "systemd credential" not in out
+    assert f"--api-key-file {key_file}" in out
+    assert f"key file {key_file} (root-owned, group rigctl 0440, read by the launchd job; " \
+           "from env RIGCTL_TEST_MAC_KEY on the controller)" in out
