@@ -39,13 +39,13 @@ def _macos(ctx: Context, node_name: str) -> tuple[int, object] | None:
 
 
 @rule("macos-native", "error",
-      "services on macOS nodes run natively under launchd: no containers, CUDA-only stacks or nvidia-smi",
+      "services on macOS nodes run natively under launchd: no containers, CUDA-only stacks, nvidia-smi or downloads",
       tags=("platform", "macos"))
 def macos_native(ctx: Context):
     rig = ctx.rig
     for i, dep in enumerate(rig.serve):
         placed = ctx.placed_gpus(dep)
-        containerised = None
+        containerised = source_reported = None
         for j, p in enumerate(dep.placement):
             hit = _macos(ctx, p.node)
             if hit is None:
@@ -71,6 +71,16 @@ def macos_native(ctx: Context):
                     ("serve", i, "placement", j, "node"), tag="stack")
             elif dep.stack in MACOS_STACKS:
                 yield from _unfiltered(ctx, i, j, dep, node)
+            src = dep.source
+            key = next((k for k in ("hf", "url", "token") if src is not None and getattr(src, k) is not None), None)
+            if key is not None and source_reported is None:
+                source_reported = node
+                yield macos_native.finding(
+                    f"source.{key} on deployment {dep.name}, placed on macOS node {node.name}: rigctl downloads "
+                    "models (and hands a Hugging Face token to the service, as an environment file) only on Linux "
+                    "hosts (base/model_source.yml installs its tools with apt; a launchd job has no environment "
+                    "file) — copy the file with model_file, or put it on the Mac and give source.path",
+                    ("serve", i, "source", key), tag="source")
 
     for ni, node in enumerate(rig.nodes):
         if node.os != "macos":
