@@ -32,7 +32,8 @@ def _maddr_port(value: str) -> str:
 
 
 def ports(svc, c: dict) -> list[str]:
-    spec = c.get("ports")
+    # only entries with a protocol describe listeners (ollama's `ports: default` names its default only)
+    spec = {k: v for k, v in (c.get("ports") or {}).items() if isinstance(v, dict) and "proto" in v}
     if not spec:
         return []
     out = []
@@ -58,7 +59,11 @@ def _listens(p: dict, port: int, proto: str, last: int | None, argv: list[str]) 
     if p["proto"] != proto or p.get("filtered") is False:  # a port rigctl must leave alone
         return False
     if "range" in p:
-        lo, hi = p["range"]
+        lo, hi = p["range"]  # the engine's default range; `range_flags` (first, last) move it
+        for k, flag in enumerate(p.get("range_flags") or []):
+            value = _flag_value(argv, flag)
+            if value is not None and value.isdigit():
+                lo, hi = (int(value), hi) if k == 0 else (lo, int(value))
         return lo <= port and (last or port) <= hi
     if last:
         return False

@@ -118,7 +118,7 @@ _CLUSTER_PORTS = {
     Stack.llamacpp_rpc: "rpc-server 50052/tcp (no auth, no TLS: 'never run the RPC server on an open network')",
     Stack.vllm: ("Ray 6379-6385/tcp, 8265/tcp, 10001/tcp and workers 10002-19999/tcp, and torch.distributed/NCCL "
                  "(insecure by default, can execute arbitrary code)"),
-    Stack.exo: "exo 52413/udp discovery, 52414/tcp zenoh and 52415/tcp API (bound to 0.0.0.0, no auth)",
+    Stack.exo: "exo 52414/tcp libp2p and 52415/tcp API (bound to 0.0.0.0, no auth)",
     Stack.petals: "Petals 31330/tcp server and 31337/tcp DHT (libp2p on 0.0.0.0, no auth)",
 }
 

@@ -437,11 +437,10 @@ _TABBYAPI = {  # common/args.py: one --flag per config.yml key
     ("--log-prompt", "--log-generation-params", "--log-requests"):
         ("no field", "logging off, so prompts stay out of the journal"),
 }
-_EXO = {
+_EXO = {  # exo v1.0.71 src/exo/main.py (provisioner/contracts/exo.yaml)
     ("--api-port",): _PORT, ("--no-api",): ("placement", "the API on the first node only"),
     ("--bootstrap-peers",): ("placement", "the peer list of the deployment's nodes"),
-    ("--namespace",): ("name", "the private namespace that keeps other exo clusters out"),
-    ("--zenoh-port", "--discovery-port"): ("no field", "the peer ports the firewall filters (52414/tcp, 52413/udp)"),
+    ("--libp2p-port",): ("no field", "the peer port the firewall filters (52414/tcp)"),
 }
 _PETALS = {  # petals.cli.run_server (underscores; spelled with dashes here, see _normal)
     ("--port", "--host-maddrs", "--announce-maddrs", "--public-ip"):
