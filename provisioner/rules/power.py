@@ -179,7 +179,6 @@ def psu_headroom(ctx: Context) -> Iterator[Diagnostic]:
         path = ("nodes", ni, "psu", "watts")
         need = base * load.total_w
         transient = not node.psu.atx3 and any(spiky(pg) for pg, _ in load.gpus)
-        peak = transient_w(load)
         # what the unit carries for a millisecond: ATX 3.x is tested at 200 % for 100 µs,
         # an ATX 2.x unit only up to its over-power protection (~120 %)
         carries = capacity * (ATX3_EXCURSION if node.psu.atx3 else ATX2_EXCURSION)
@@ -204,7 +203,7 @@ def psu_headroom(ctx: Context) -> Iterator[Diagnostic]:
                 f"{load.describe()} sustained is above the PSU's rating ({psu_text(node)}, {share}): it shuts down "
                 f"or browns out under load; ≥ {need:.0f} W gives {round((base - 1) * 100)} % headroom — "
                 + " or ".join(fixes(HEADROOM)), path)
-        elif peak > carries:
+        elif (peak := transient_w(load)) > carries:
             kind = "ATX 3.x units are tested to 200 %" if node.psu.atx3 else "an ATX 2.x unit trips its over-power protection at about 120 %"
             yield psu_headroom.finding(
                 f"{load.describe()} sustained, but millisecond GPU spikes reach ~{peak} W on {psu_text(node)} "
