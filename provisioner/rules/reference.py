@@ -17,8 +17,11 @@ def _did_you_mean(table, key: str, kind: str) -> str:
 def unknown_gpu(ctx):
     for pg in ctx.all_gpus():
         if pg.entry is None:
+            hint = _did_you_mean(ctx.catalog.gpus, pg.gpu.model, "gpus")
+            if hint.startswith("see "):
+                hint += "; or define it in the spec under gpu_models (id, name, vendor, architecture, memory_gib, bandwidth_gbs)"
             yield unknown_gpu.finding(f"unknown GPU model '{pg.gpu.model}' for {pg.label}", pg.path + ("model",),
-                                      hint=_did_you_mean(ctx.catalog.gpus, pg.gpu.model, "gpus"))
+                                      hint=hint)
 
 
 @rule("unknown-cpu", "error", "CPU models name a catalog entry", tags=("reference",))
