@@ -110,3 +110,29 @@ def test_deployment_without_a_model_id_fails_before_any_request(tmp_path, standi
     assert r.returncode != 0
     assert "exo: deployment llama405 on localhost: the plan names no exo model id" in r.stdout
     assert standin.requests == []
+
+
+def test_role_main_places_from_the_rendered_host_vars(tmp_path, standin):
+    """The whole role (tasks/main.yml) over the host_vars `rigctl render` writes for the API
+    node (values tagged !unsafe, as rendered): no compose project for a native (macOS) service,
+    darwin.yml skipped off Darwin, then the placement."""
+    from provisioner.render import render_project
+    from provisioner.render.prepare import prepare
+
+    spec = tmp_path / "rig.yaml"
+    spec.write_text((ROOT / "examples" / "exo.yaml").read_text().replace(
+        "    bind: 127.0.0.1\n", f"    bind: 127.0.0.1\n    port: {standin.port}\n"))
+    prep = prepare(str(spec))
+    files = {f.path: f.content for f in render_project(prep.ctx, prep.plan, prep.overrides)}
+    (tmp_path / "studio1.yml").write_text(files["inventory/host_vars/studio1.yml"])
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars_files": [str(tmp_path / "studio1.yml")],
+             "vars": {"exo_place_retries": 2, "exo_place_delay_s": 0},
+             "roles": [str(ROOT / "playbooks/roles/exo")]}]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    r = subprocess.run([sys.executable, str(PLAYBOOK), "-i", "localhost,", str(tmp_path / "play.yml")],
+                       capture_output=True, text=True, timeout=120,
+                       env={"ANSIBLE_NOCOLOR": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                            "ANSIBLE_ROLES_PATH": str(ROOT / "playbooks/roles")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [(p, b) for m, p, b in standin.requests if m == "POST"] == [("/place_instance", BODY)]
