@@ -24,7 +24,10 @@ def load(stack: str) -> dict | None:
     f = resources.files(__name__) / f"{stack}.yaml"
     if not f.is_file():
         return None
-    return yaml.safe_load(f.read_text(encoding="utf-8"))
+    data = yaml.safe_load(f.read_text(encoding="utf-8"))
+    if data.get("extends"):  # the same engine under another stack name: its sections, these on top
+        data = {**load(data["extends"]), **data}
+    return data
 
 
 def check(svc, contract: dict | None = None) -> list[str]:
@@ -32,6 +35,7 @@ def check(svc, contract: dict | None = None) -> list[str]:
     c = contract if contract is not None else load(svc.stack)
     if c is None:
         return []
+    c = _program(c, svc.argv)
     where = f"{svc.name} ({c['stack']} {c['version']})"
     out = [f"{where}: {p}" for p in _argv(svc.argv, c, svc)]
     out += [f"{where}: environment variable {k} is not read by the engine"
@@ -45,6 +49,13 @@ def check(svc, contract: dict | None = None) -> list[str]:
     cm = _module(c, svc.argv)  # `python -m <module>`: that module's ports
     out += [f"{where}: {p}" for p in listeners.ports(svc, cm) + listeners.bodies(svc, cm)]
     return out
+
+
+def _program(c: dict, argv: list[str]) -> dict:
+    """The contract with the sections of the program argv[0] names merged in (`programs:`: one
+    stack, several executables with their own parsers, e.g. vLLM's server and `ray start`)."""
+    progs = c.get("programs") or {}
+    return {**c, **progs[argv[0]]} if argv and argv[0] in progs else c
 
 
 def _module(c: dict, argv: list[str]) -> dict:
@@ -79,7 +90,8 @@ def _argv(argv: list[str], c: dict, svc=None) -> list[str]:
     i = 0
     while i < len(rest):
         arg = rest[i]
-        name = arg.split("=", 1)[0]
+        # `inline_values: false`: the engine matches whole arguments, so --flag=value is no flag
+        name = arg.split("=", 1)[0] if c.get("inline_values", True) else arg
         if not arg.startswith("-") and positional > 0:
             positional -= 1  # e.g. Petals' model name (nargs='?')
         elif name not in flags:
@@ -95,8 +107,11 @@ def _argv(argv: list[str], c: dict, svc=None) -> list[str]:
                 out.append(f"flag {name} needs at least one value")
             i = j - 1
         elif flags[name].get("takes_value"):
-            seen[name] = rest[i + 1:i + 2]
-            i += 1  # its value
+            n = int(flags[name]["takes_value"])  # true: one value; 2: two (llama.cpp's str_str handlers)
+            seen[name] = rest[i + 1:i + 1 + n]
+            if len(seen[name]) < n:
+                out.append(f"flag {name} needs {n} value(s)")
+            i += n  # its values
         else:
             seen[name] = []
         i += 1
@@ -126,9 +141,13 @@ def _flag_values(name: str, values: list[str], f: dict, seen: dict, svc) -> list
 
 
 def _env_values(svc, env: dict) -> list[str]:
-    """Environment values against the contract: a cache directory must lie in a volume that survives."""
+    """Environment values against the contract: one of its `values`; a cache directory must lie in a
+    volume that survives."""
     out = []
     for k, v in sorted(svc.env.items()):
+        allowed = (env.get(k) or {}).get("values")
+        if allowed and v not in allowed:
+            out.append(f"environment variable {k}={v!r} is not one of {allowed} ({env[k]['source']})")
         if (env.get(k) or {}).get("in_volume"):
             mounts = list(svc.volumes.values()) + list(svc.state_mounts.values())
             if not any(v == m or v.startswith(m.rstrip("/") + "/") for m in mounts):
