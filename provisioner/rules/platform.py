@@ -60,16 +60,15 @@ def macos_native(ctx: Context):
                     "llama.cpp and exo natively under launchd on macOS) or move the containers to Linux nodes",
                     ("deploy_mode",), tag="container")
             why = CONTAINER_ONLY.get(dep.stack)
-            if why is not None:
-                apple = [pg for pg in placed if pg.node_index == ni and pg.entry is not None
-                         and pg.entry.vendor == "apple"]
-                if apple and dep.stack in CUDA_ONLY_STACKS:
-                    continue  # driver-architecture[cuda-only] reports this one at serve[].stack
+            # an Apple GPU placed for a CUDA-only stack: driver-architecture[cuda-only] reports it at serve[].stack
+            cuda_reported = dep.stack in CUDA_ONLY_STACKS and any(
+                pg.node_index == ni and pg.entry is not None and pg.entry.vendor == "apple" for pg in placed)
+            if why is not None and not cuda_reported:
                 yield macos_native.finding(
                     f"{stack_name(dep.stack)} cannot run on macOS node {node.name}: {why}, and Docker on macOS "
                     f"cannot reach Metal — {_FIX}",
                     ("serve", i, "placement", j, "node"), tag="stack")
-            elif dep.stack in MACOS_STACKS:
+            if dep.stack in MACOS_STACKS:
                 yield from _unfiltered(ctx, i, j, dep, node)
             src = dep.source
             key = next((k for k in ("hf", "url", "token") if src is not None and getattr(src, k) is not None), None)
