@@ -237,12 +237,18 @@ def _plist_check(value, where: str = "") -> None:
         raise Unrepresentable(f"{_show(str(value))}: a {type(value).__name__} has no launchd plist form")
 
 
-def launchd_plist(job: dict) -> str:
-    """A launchd job as an XML property list (keys sorted: same job, same bytes)."""
+def launchd_plist(job: dict, comment: str = "") -> str:
+    """A launchd job as an XML property list (keys sorted: same job, same bytes), with
+    ``comment`` as an XML comment after the declaration (plists have no other comments)."""
     import plistlib
 
     _plist_check(job)
-    return plistlib.dumps(job, fmt=plistlib.FMT_XML, sort_keys=True).decode("utf-8")
+    text = plistlib.dumps(job, fmt=plistlib.FMT_XML, sort_keys=True).decode("utf-8")
+    if not comment:
+        return text
+    decl, _, rest = text.partition("\n")  # the <?xml ...?> declaration must stay first
+    note = comment_text(comment).replace("--", "- -").rstrip("-")  # XML comments cannot hold "--"
+    return f"{decl}\n<!-- {note} -->\n{rest}"
 
 
 # ------------------------------------------------------------------ Ansible
