@@ -171,9 +171,13 @@ def evaluate(p: Prepared) -> dict:
                    pred_tps=round(mid, 1), speed_err=mid / row["decode_tps"] - 1,
                    in_range=speed.decode_tps_low <= row["decode_tps"] <= speed.decode_tps_high,
                    bottleneck=speed.bottleneck)
-    pre = p.prefill_mid()
-    if pre:
-        out.update(measured_prefill=row["prefill_tps"], pred_prefill=round(pre), prefill_err=pre / row["prefill_tps"] - 1)
+    if row.get("decode_tps") and "speed_err" not in out:
+        out.update(measured_tps=row["decode_tps"], speed_err=math.inf, no_estimate="decode")
+    if row.get("prefill_tps"):
+        pre = p.prefill_mid()
+        # a row the plan gives no prompt estimate for counts as a miss, not as a row less
+        out.update(measured_prefill=row["prefill_tps"], pred_prefill=round(pre) if pre else None,
+                   prefill_err=pre / row["prefill_tps"] - 1 if pre else math.inf)
     return out
 
 
@@ -187,7 +191,7 @@ def _gpus(ids: list[str]) -> str:
 def score(results: list[dict]) -> dict:
     """Share of rows right: verdicts, decode within +-30 %, prefill within +-50 %, with row counts."""
     v = [r["verdict_ok"] for r in results if "verdict_ok" in r]
-    d = [abs(r["speed_err"]) for r in results if "speed_err" in r]
+    d = [abs(r["speed_err"]) for r in results if "speed_err" in r]  # inf: no estimate (a miss)
     p = [abs(r["prefill_err"]) for r in results if "prefill_err" in r]
     return {
         "verdict_rows": len(v), "verdict_right": sum(v) / len(v) if v else None,
@@ -200,7 +204,7 @@ def score(results: list[dict]) -> dict:
 
 def summary(results: list[dict]) -> dict:
     w = [abs(r["weights_err"]) for r in results if "weights_err" in r]
-    s = [r for r in results if "speed_err" in r]
+    s = [r for r in results if "speed_err" in r and "low" in r]
     worst = max(s, key=lambda r: abs(r["speed_err"])) if s else None
     out = score(results)
     out.update({
@@ -229,13 +233,17 @@ def print_table(results: list[dict], summ: dict, held: dict | None, skipped: lis
         wcol = (f"{r['pred_weights_gib']:.1f}/{r['measured_weights_gib']:.1f} {r['weights_err']:+.1%}"
                 if "weights_err" in r else "-")
         fcol = "-" if "verdict_ok" not in r else (r["pred_outcome"] if r["verdict_ok"] else f"{r['pred_outcome']} !")
-        if "speed_err" in r:
+        if "speed_err" in r and "low" not in r:
+            dcol = f"{'no estimate':>15} {'':>6} {r['measured_tps']:>6.1f} {'':>6}"
+        elif "speed_err" in r:
             mark = "" if abs(r["speed_err"]) <= DECODE_TOLERANCE else "!"
             dcol = (f"{r['low']:>6.1f}-{r['high']:<8.1f} {r['pred_tps']:>6.1f} {r['measured_tps']:>6.1f} "
                     f"{r['speed_err']:>+5.0%}{mark:1}")
         else:
             dcol = f"{'-':>15} {'':>6} {'':>6} {'':>6}"
-        if "prefill_err" in r:
+        if "prefill_err" in r and r["pred_prefill"] is None:
+            pcol = f"{'none':>7} {r['measured_prefill']:>7.0f} {'!':>6}"
+        elif "prefill_err" in r:
             mark = "" if abs(r["prefill_err"]) <= PREFILL_TOLERANCE else "!"
             pcol = f"{r['pred_prefill']:>7} {r['measured_prefill']:>7.0f} {r['prefill_err']:>+5.0%}{mark:1}"
         else:

@@ -475,6 +475,10 @@ def prefill_tflops(ctx, d: Device, fmt: str) -> float | None:
     peak = e.fp16_tflops or constants()["fp16_tflops"].get(e.id)
     if not peak:
         return None
+    if e.vendor == "nvidia" and "geforce" in e.name.lower():
+        # fp16_tflops is the FP32-accumulate rate, which GeForce cards run at half speed;
+        # llama.cpp's GEMMs (FP16 accumulate) and MMQ (int8) run at the full tensor rate
+        peak *= 2
     p = efficiency()["prefill"]["backends"].get(_backend(ctx, d)) or efficiency()["prefill"]["backends"]["cuda"]
     if fmt == "f16":
         return min(peak * p["f16_share"], p["f16_cap_tflops"])
