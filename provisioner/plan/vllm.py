@@ -37,8 +37,9 @@ RAY_MIN_WORKER_PORT, RAY_MAX_WORKER_PORT = 10002, 19999  # Ray's documented defa
 # and the server share it through one named volume (with host networking and ipc: host, the
 # two containers then see one Ray node). https://docs.ray.io/en/latest/ray-core/configure.html
 RAY_SESSION_DIR = "/tmp/ray"
-# formats vLLM can produce from the BF16 checkpoint at load time
-ON_THE_FLY = {"fp8": "fp8", "nf4": "bitsandbytes"}
+# formats vLLM can produce from the BF16 checkpoint at load time; v0.30.0 has no bitsandbytes
+# method (vllm/model_executor/layers/quantization/__init__.py), so nf4 is refused by stack-format
+ON_THE_FLY = {"fp8": "fp8"}
 
 
 def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None = None) -> list[Service]:

@@ -29,7 +29,7 @@ STACK_LOADS = {
     Stack.llamacpp: "GGUF files only",
     Stack.llamacpp_rpc: "GGUF files only",
     Stack.ollama: "GGUF (safetensors only by converting them to GGUF on import)",
-    Stack.vllm: ("Hugging Face safetensors (FP16/BF16, AWQ, GPTQ, FP8, bitsandbytes); "
+    Stack.vllm: ("Hugging Face safetensors (FP16/BF16, AWQ, GPTQ, FP8); "
                  "GGUF only experimentally, and no EXL2/EXL3"),
     Stack.tabbyapi: "EXL3 and FP16/BF16 on its main branch; EXL2/GPTQ only from the exl2-checkpoint branch",
     Stack.exo: "MLX-format Hugging Face repos",
@@ -191,8 +191,8 @@ def _formats_for(ctx: Context, stack: Stack, limit: int = 4) -> list[str]:
     return out[:limit]
 
 
-# formats vLLM reads from a checkpoint quantized beforehand (fp8 and nf4 it can quantize while
-# loading a BF16 checkpoint: --quantization fp8 / bitsandbytes, see provisioner/plan/vllm.py)
+# formats vLLM reads from a checkpoint quantized beforehand (fp8 it can quantize while loading a
+# BF16 checkpoint: --quantization fp8, see provisioner/plan/vllm.py)
 PREQUANTIZED_FAMILIES = ("awq", "gptq", "int8", "int4", "compressed-tensors")
 
 

@@ -69,7 +69,8 @@ def tiny_hf(tmp_path_factory) -> Path:
     return write_tiny_hf(tmp_path_factory.mktemp("hf") / "tiny-llama-hf")
 
 
-def make_rig(docker_lab, spec: Path, d: Path, model: Path, archive: Path, **subst: str) -> dict:
+def make_rig(docker_lab, spec: Path, d: Path, model: Path, archive: Path, artifacts: Path | None = None,
+             **subst: str) -> dict:
     net = docker_lab["net"]
     text = spec.read_text().replace("10.213.0.", f"{net}.").replace(MODEL_DIR, str(model))
     text = text.replace("/var/tmp/rigctl-lab-cache/images", str(archive.parent))
@@ -77,12 +78,14 @@ def make_rig(docker_lab, spec: Path, d: Path, model: Path, archive: Path, **subs
         text = text.replace(old, new)
     (d / "rig.yaml").write_text(text)
     (d / "inv").mkdir(exist_ok=True)
+    nodes = {n["name"] for n in yaml.safe_load(text)["nodes"]}
     (d / "inv" / "hosts.yml").write_text(yaml.safe_dump({"all": {
-        "hosts": {h: {"ansible_host": a} for h, a in docker_lab["addresses"].items()},
+        "hosts": {h: {"ansible_host": a} for h, a in docker_lab["addresses"].items() if h in nodes},
         "vars": {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3",
                  "ansible_ssh_private_key_file": docker_lab["key"], "rigctl_docker_source": "distro",
                  "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                            "-o LogLevel=ERROR"}}}))
+                                            "-o LogLevel=ERROR",
+                 **({"rigctl_artifacts_dir": str(artifacts)} if artifacts else {})}}}))
     os.environ.setdefault("RIGCTL_LAB_API_KEY", secrets.token_hex(16))
     return {"spec": d / "rig.yaml", "inv": d / "inv", "key": os.environ["RIGCTL_LAB_API_KEY"],
             "addr": docker_lab["addresses"]}
@@ -128,10 +131,11 @@ def container(shell, host: str, name: str) -> dict:
 # ---------------------------------------------------------------- one host, vLLM CPU backend
 
 def test_vllm_cpu_serves_with_its_key_converges_and_restarts_only_what_changed(
-        docker_lab, docker_lab_shell, vllm_image, tiny_hf, tiny_gguf, llamacpp_bin, tmp_path, monkeypatch):
+        docker_lab, docker_lab_shell, vllm_image, tiny_hf, tiny_gguf, llamacpp_bin, tmp_path):
     shell = docker_lab_shell
-    monkeypatch.setenv("RIGCTL_ARTIFACTS_DIR", str(llamacpp_bin))  # the native llama-server beside vLLM
-    rig = make_rig(docker_lab, VLLM_SPEC, tmp_path, tiny_hf, vllm_image, **{GGUF: str(tiny_gguf)})
+    # the native llama-server beside vLLM: the lab's llama.cpp build
+    rig = make_rig(docker_lab, VLLM_SPEC, tmp_path, tiny_hf, vllm_image, artifacts=llamacpp_bin,
+                   **{GGUF: str(tiny_gguf)})
     with taken_down(rig, shell, hosts=("h1",)):
         r = apply(rig)
         assert r.returncode == 0, f"apply failed ({r.returncode}):\n{r.output[-5000:]}"
