@@ -248,7 +248,10 @@ def inline_secret(ctx: Context):
                 continue
             seen.add(k)
             is_key = "key" in what.lower()
+            hf = "hugging face" in what.lower() or "hf" in what.lower()
             fix = ("use auth: {env: NAME}, {file: PATH} or {vault: VAR} so rigctl passes the key itself" if is_key
+                   else "reference it as source: {token: {env: NAME}} (or file/vault): rigctl hands it to the "
+                        "download and the engine as HF_TOKEN" if hf
                    else "keep it out of the spec: set it in the host's environment or an ansible-vault variable")
             yield inline_secret.finding(
                 f"{dep.name}: extra_args[{k}] holds {what} {_mask(value)}; extra_args land verbatim in compose "
