@@ -290,7 +290,7 @@ def deployed_secrets(s, launchd: bool = False) -> tuple[str, list[str]]:
     creds = {c["path"]: c["name"] for c in unit.get("credentials", [])}
     # the credential word stays unquoted: systemd expands ${CREDENTIALS_DIRECTORY} in ExecStart
     command = " ".join(f"${{CREDENTIALS_DIRECTORY}}/{creds[a]}" if a in creds else shlex.quote(a) for a in s.argv)
-    lines = []
+    lines = model_origin(s)
     for sec in secrets:
         ref = sec["ref"]
         origin = (f"env {ref['env']} on the controller" if "env" in ref else f"vault variable {ref['vault']}"
@@ -309,6 +309,20 @@ def deployed_secrets(s, launchd: bool = False) -> tuple[str, list[str]]:
             lines.append(f"key file: systemd credential {creds[sec['path']]} (LoadCredential from {sec['path']}, "
                          f"from {origin})")
     return command, lines
+
+
+def model_origin(s) -> list[str]:
+    """What the host fetches before the start (serve[].source), as `rigctl plan` shows it."""
+    f = s.model_fetch
+    if not f:
+        return []
+    if f["kind"] == "path":
+        return [f"model {f['path']}: already on the host (checked before the start)"]
+    if f["kind"] == "url":
+        return [f"model {f['dest']}: downloaded on the host from {f['url']} (sha256 {f['sha256'][:12]}...), resumable"]
+    files = ", ".join(f["files"]) if f["files"] else "every file"
+    return [f"model {s.model_path}: {files} of {f['repo']}@{f['revision'][:12]} downloaded on the host "
+            f"(huggingface_hub, checksums from the Hub{', with the HF token' if f.get('token') else ''})"]
 
 
 def _layout(f) -> str:

@@ -213,3 +213,19 @@ def test_the_catalog_marks_every_meta_llama_entry_gated_with_a_source():
             assert entry.gated, entry.id
         if entry.gated:
             assert entry.gated_source and "https://huggingface.co/docs/hub/models-gated" in entry.gated_source, entry.id
+
+
+def test_plan_says_where_each_model_comes_from(tmp_path):
+    text = (spec(f"{{url: 'https://example.com/a/m.gguf', sha256: {SHA}}}")
+            .replace("serve:\n", f"serve:\n  - name: fromhub\n    model: {TINY}\n    format: gguf-f16\n"
+                                 f"    stack: llamacpp\n    port: 8081\n    source: {{hf: {{repo: org/m-GGUF, revision: {REV}, "
+                                 "files: [m.gguf]}, token: {env: HF_TOKEN}}\n    placement: [{node: box}]\n"))
+    path = tmp_path / "rig.yaml"
+    path.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "provisioner", "plan", str(path)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (f"model /var/lib/rigctl/models/dep/m.gguf: downloaded on the host from https://example.com/a/m.gguf "
+            f"(sha256 {SHA[:12]}...), resumable") in r.stdout
+    assert (f"model /var/lib/rigctl/models/fromhub/m.gguf: m.gguf of org/m-GGUF@{REV[:12]} downloaded on the host "
+            "(huggingface_hub, checksums from the Hub, with the HF token)") in r.stdout
