@@ -41,12 +41,14 @@ def git_blob_id(data: bytes) -> str:
 class HubRepo:
     def __init__(self, repo: str, revision: str, files: dict[str, bytes], token: str | None = None):
         self.repo, self.revision, self.files, self.token = repo, revision, files, token
+        self.wrong_digest: set[str] = set()  # files whose published sha256 does not match their bytes
 
     def sibling(self, name: str) -> dict:
         data = self.files[name]
         out = {"rfilename": name, "size": len(data), "blobId": git_blob_id(data)}
         if len(data) >= LFS_MIN:
-            out["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            digest = hashlib.sha256(data + (b"x" if name in self.wrong_digest else b"")).hexdigest()
+            out["lfs"] = {"sha256": digest, "size": len(data), "pointerSize": 134}
         return out
 
 
