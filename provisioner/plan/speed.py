@@ -440,7 +440,7 @@ def prompt_range(ctx, dep: Deployment, fit: Fit, prompt_tokens: int | None = Non
     for stage in stages:
         worst = 0.0
         for d in stage:
-            rate = prefill_tflops(ctx, d, fmt)
+            rate = prefill_tflops(ctx, d, fmt, dep.stack.value)
             if rate is None:
                 return None, None
             flop = 2 * active_b * 1e9 * d.weights_gib / total * ubatch
@@ -464,7 +464,7 @@ def prompt_range(ctx, dep: Deployment, fit: Fit, prompt_tokens: int | None = Non
     return round(mid / spread), round(mid * spread)
 
 
-def prefill_tflops(ctx, d: Device, fmt: str) -> float | None:
+def prefill_tflops(ctx, d: Device, fmt: str, stack: str = "llamacpp") -> float | None:
     """Effective TFLOPS of ``d`` on a prompt: a fitted share of its dense FP16 peak, capped
     at a fitted ceiling per path (F16 GEMMs; the quantized dequantize/MMQ path): the
     datasheet peak of pro and datacenter cards is far above what llama.cpp's kernels
@@ -479,6 +479,10 @@ def prefill_tflops(ctx, d: Device, fmt: str) -> float | None:
         # fp16_tflops is the FP32-accumulate rate, which GeForce cards run at half speed;
         # llama.cpp's GEMMs (FP16 accumulate) and MMQ (int8) run at the full tensor rate
         peak *= 2
+    if stack not in LLAMACPP_STACKS:
+        # the caps are llama.cpp's kernels; other engines keep the dense share the model
+        # used before (no published prompt rows for them here yet)
+        return peak * constants()["other_engine_prompt_share"]
     p = efficiency()["prefill"]["backends"].get(_backend(ctx, d)) or efficiency()["prefill"]["backends"]["cuda"]
     if fmt == "f16":
         return min(peak * p["f16_share"], p["f16_cap_tflops"])
