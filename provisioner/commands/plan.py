@@ -245,6 +245,8 @@ def render_text(plan, facts: dict, changes: dict, diags, spath: Path, has_state:
             con.print(f"  [cyan]{s.node}[/cyan] {s.name} ({s.role}, {where}, {s.port_scope})")
             command, secret_lines = deployed_secrets(s, launchd=s.node in macos_nodes)
             con.print(f"    {command}", markup=False)
+            if s.engine:  # which llama.cpp build, image or release it runs (plan/engines.py)
+                con.print(f"    engine: {s.engine['label']}", markup=False)
             for k, v in s.env.items():
                 con.print(f"    {k}={v}", markup=False)
             for line in secret_lines:

@@ -6,7 +6,7 @@ import importlib
 
 from .. import sizing
 from ..spec.models import ModelArch, Stack
-from . import images
+from . import engines, images
 from .model import DeploymentPlan, Plan, Service, Speed
 
 # stack -> module in provisioner.plan with plan(ctx, dep, fit, addresses) -> list[Service]
@@ -39,7 +39,9 @@ def build_plan(ctx, addresses: dict[str, str] | None = None) -> Plan:
             speed = estimate(ctx, dep, fit)
         deployments.append(DeploymentPlan(dep.name, dep.stack.value, name if not isinstance(dep.model, ModelArch) else dep.model.name,
                                           dep.format, fit, services, speed, list(fit.notes) if fit else []))
-    return Plan(ctx.rig.name, deployments)
+    plan = Plan(ctx.rig.name, deployments)
+    engines.assign(ctx, plan)  # one build per backend and rig, once every service is placed
+    return plan
 
 
 __all__ = ["build_plan", "Plan", "DeploymentPlan", "Service", "Speed"]

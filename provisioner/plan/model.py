@@ -62,6 +62,8 @@ class Service:
     # container: host directory -> path inside, mounted read-write, created (0700) by the stack's role
     # before start: state the engine writes and must find again after re-creation (Petals DHT identity)
     state_mounts: dict[str, str] = field(default_factory=dict)
+    # llama.cpp: the build, image or release the service runs (plan/engines.py); None elsewhere
+    engine: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -131,7 +131,7 @@ def _render_project(ctx, plan: Plan, inventory_overrides: InventoryOverrides | N
             values = compose.project_values(rig.name, members, offline=rig.images.source == "offline")
             files.append(RenderedFile(path, render_template("compose.yml.j2", **values)))
 
-    files.append(RenderedFile("inventory/hosts.yml", _yaml(_inventory(ctx, ov, groups, conn_all), rig.name)))
+    files.append(RenderedFile("inventory/hosts.yml", _yaml(_inventory(ctx, plan, ov, groups, conn_all), rig.name)))
     files.sort(key=lambda f: f.path)
     return files
 
@@ -147,7 +147,7 @@ def _static_files() -> list[RenderedFile]:
     return out
 
 
-def _inventory(ctx, ov: InventoryOverrides, groups: dict[str, list[str]], conn_all: dict) -> dict:
+def _inventory(ctx, plan: Plan, ov: InventoryOverrides, groups: dict[str, list[str]], conn_all: dict) -> dict:
     hosts = {}
     for node in ctx.rig.nodes:
         h = {}
@@ -165,6 +165,9 @@ def _inventory(ctx, ov: InventoryOverrides, groups: dict[str, list[str]], conn_a
     children["gpu_nodes"] = {"hosts": {n: None for n in gpu_nodes}}
     for g, members in groups.items():
         children[g] = {"hosts": {n: None for n in members}}
+    # the nodes that build llama.cpp for the rig (plan/engines.py; role llamacpp_build)
+    builders = _builds_by_host(plan)
+    children["llamacpp_build"] = {"hosts": {n.name: None for n in ctx.rig.nodes if n.name in builders}}
     inv = {"all": {"children": children}}
     if conn_all:
         inv["all"]["vars"] = conn_all
@@ -192,7 +195,6 @@ def _group_vars(ctx, plan: Plan) -> dict:
         "rigctl_profile": rig.profile,
         "rigctl_rig_subnet": rig.fabric.subnet if rig.fabric else "",
         "rigctl_deploy_mode": "container" if "container" in modes else "native",
-        "rigctl_artifacts_dir": "",
         "rigctl_driver_branch": str(branch),
         "rigctl_open_kernel_modules": open_modules,
     }
@@ -213,7 +215,29 @@ def _host_vars(ctx, node, svcs, plan: Plan, spec_dir: Path, profile: str) -> dic
         "rigctl_deploy_mode": "container" if any(s["deploy_mode"] == "container" for s in services) else "native",
         "rigctl_services": services,
         "rigctl_firewall_rules": svcmod.firewall_rules(svcs),
+        "rigctl_llamacpp_builds": _llamacpp_builds(plan, node.name),
     }
+
+
+def _llamacpp_builds(plan: Plan, node: str) -> list[dict]:
+    """The llama.cpp builds ``node`` makes for the rig (role llamacpp_build), one per key."""
+    return _builds_by_host(plan).get(node, [])
+
+
+def _builds_by_host(plan: Plan) -> dict[str, list[dict]]:
+    # once per plan (a scan per host would be quadratic in the fleet size)
+    count = len(plan.deployments)
+    cached = getattr(plan, "_rigctl_builds", None)
+    if cached is not None and cached[0] == count:
+        return cached[1]
+    by_host: dict[str, dict[str, dict]] = {}
+    for svc in (s for d in plan.deployments for s in d.services):
+        e = svc.engine or {}
+        if e.get("kind") == "build":
+            by_host.setdefault(e["build_host"], {}).setdefault(e["key"], e)
+    out = {h: [b[k] for k in sorted(b)] for h, b in by_host.items()}
+    object.__setattr__(plan, "_rigctl_builds", (count, out))
+    return out
 
 
 def _gpu_expected(node, gpus) -> dict:

@@ -62,7 +62,7 @@ def rule(id: str, severity: Severity | str, summary: str, tags: tuple[str, ...] 
 
 
 _FAMILIES = ("reference", "placement", "memory", "power", "pcie", "nvlink", "stack", "drivers", "network", "security", "storage",
-             "platform")
+             "platform", "llamacpp_build")
 
 
 def load_rules() -> dict[str, Rule]:
