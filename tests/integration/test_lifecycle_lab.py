@@ -155,8 +155,14 @@ def test_native_rename_removes_the_old_unit_before_the_new_one_serves(native, la
     edit(native, ("  - name: tiny\n", "  - name: tiny2\n"))
     plan = rigctl("plan", str(native["spec"]), "-i", str(native["inv"]))
     assert "- remove rigctl-tiny " in plan.output and "+ create rigctl-tiny2 " in plan.output, plan.output
+    since = host_clock(lab_shell, "h1")
     r = apply(native)
     assert "removing rigctl-tiny from h1" in r.output and "removing rigctl-tiny-rpc from h2" in r.output, r.output
+    # the old unit stopped before the new one started (systemd's own log of the run)
+    log = lab_shell.out("h1", f"journalctl -q --no-pager -o cat _PID=1 --since @{since.split('.')[0]}").splitlines()
+    stopped = next(i for i, line in enumerate(log) if line.startswith("Stopped rigctl-tiny.service"))
+    started = next(i for i, line in enumerate(log) if line.startswith("Started rigctl-tiny2.service"))
+    assert stopped < started, log
     for host, old in (("h1", "rigctl-tiny"), ("h2", "rigctl-tiny-rpc")):
         units = rigctl_units(lab_shell, host)
         assert f"{old}.service" not in units and f"{old.replace('tiny', 'tiny2')}.service" in units, units
@@ -231,7 +237,13 @@ def test_containers_reapply_rename_and_destroy(containers, docker_lab_shell):
         assert reloads_since(shell, host, since[host]) == [], f"a no-op apply reloaded systemd on {host}"
 
     edit(containers, ("  - name: tiny\n", "  - name: tiny2\n"))
+    since = host_clock(shell, "h1").split(".")[0]
     r = apply(containers)
+    # the old container went before the new one was created (compose alone would remove the
+    # orphan only while bringing up the new service)
+    events = shell.out("h1", f"docker events --since {since} --until $(date +%s) --filter type=container "
+                             "--format '{{.Action}} {{.Actor.Attributes.name}}'").splitlines()
+    assert events.index("destroy rigctl-tiny") < events.index("create rigctl-tiny2"), events
     assert "removing rigctl-tiny from h1" in r.output, r.output[-3000:]
     assert containers_named(shell, "h1", "rigctl-tiny") == [] and containers_named(shell, "h2", "rigctl-tiny-rpc") == []
     assert containers_named(shell, "h1", "rigctl-tiny2") == ["rigctl-tiny2"]
