@@ -262,9 +262,11 @@ class Unsafe(str):
 
 def ansible_unsafe(obj):
     """Every string value in obj marked !unsafe; numbers, booleans and None unchanged. Keys
-    stay plain: Ansible templates values, never mapping keys (checked on ansible-core 2.19)."""
+    stay plain: Ansible templates values, never mapping keys (checked on ansible-core 2.19).
+    The empty string stays plain: ansible-core 2.19 loads `!unsafe ''` as None (and an empty
+    string holds nothing to template)."""
     if isinstance(obj, str):
-        return Unsafe(obj)
+        return Unsafe(obj) if obj else obj
     if isinstance(obj, dict):
         return {k: ansible_unsafe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
