@@ -1,0 +1,115 @@
+"""Engine supply in the rendered project: rigctl's llama.cpp build, no user artifacts directory.
+
+Before issue 12 item 1 every rendered project carried ``rigctl_artifacts_dir: ''`` and the
+llama.cpp roles copied the binaries from it; now the inventory names the build (its controller
+cache key), the build host is in group llamacpp_build with the build it makes, and the roles
+copy from the cache unless an inventory sets rigctl_artifacts_dir as an explicit override.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from provisioner.plan import engines
+from provisioner.render import render_project
+from provisioner.render.prepare import prepare
+from tests.consumers import load_ansible_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def files_of(spec: str, inventory: str | None = None) -> dict[str, str]:
+    prep = prepare(str(ROOT / "examples" / spec), str(ROOT / inventory) if inventory else None)
+    assert prep.plan is not None, [d.message for d in prep.errors]
+    return {f.path: f.content for f in render_project(prep.ctx, prep.plan, prep.overrides)}
+
+
+def test_one_node_nvidia_render_has_no_artifacts_dir_and_names_the_build():
+    files = files_of("dual-3090-nvlink.yaml")
+    rendered = {p: c for p, c in files.items() if p.startswith(("inventory/", "files/"))}
+    assert not [p for p, c in rendered.items() if "rigctl_artifacts_dir" in c or "artifacts" in c]
+    host = load_ansible_yaml(files["inventory/host_vars/ws1.yml"])
+    (svc,) = host["rigctl_services"]
+    key = engines.build_key("cuda", ["86-real"])
+    assert svc["engine"]["key"] == key and svc["binary_src"] == "llama-server"
+    (build,) = host["rigctl_llamacpp_builds"]
+    assert build["key"] == key and build["backend"] == "cuda" and build["build_host"] == "ws1"
+    assert "-DCMAKE_CUDA_ARCHITECTURES=86-real" in build["cmake_args"]
+    inv = yaml.safe_load(files["inventory/hosts.yml"].replace("!unsafe", ""))
+    assert list(inv["all"]["children"]["llamacpp_build"]["hosts"]) == ["ws1"]
+
+
+def test_rpc_rig_builds_on_one_node_and_both_copy_the_same_key():
+    files = files_of("multinode-llamacpp-rpc.yaml")
+    inv = yaml.safe_load(files["inventory/hosts.yml"].replace("!unsafe", ""))
+    builders = list(inv["all"]["children"]["llamacpp_build"]["hosts"])
+    assert len(builders) == 1
+    keys, builds = set(), 0
+    for path, text in files.items():
+        if path.startswith("inventory/host_vars/"):
+            hv = load_ansible_yaml(text)
+            keys |= {s["engine"]["key"] for s in hv["rigctl_services"]}
+            builds += len(hv["rigctl_llamacpp_builds"])
+    assert len(keys) == 1 and builds == 1
+
+
+def test_roles_copy_from_the_build_cache_unless_the_inventory_overrides():
+    files = files_of("dual-3090-nvlink.yaml")
+    for role in ("llamacpp_server", "llamacpp_rpc"):
+        tasks = files[f"roles/{role}/tasks/main.yml"]
+        assert '"{{ rigctl_artifacts_dir }}/' not in tasks  # the copy no longer reads the user directory
+        assert f"{role}_binary_dir" in tasks
+        binary_dir = yaml.safe_load(files[f"roles/{role}/vars/main.yml"])[f"{role}_binary_dir"]
+        assert "rigctl_engine_cache_dir ~ '/' ~" in binary_dir and "engine.key" in binary_dir
+    site = yaml.safe_load(files["site.yml"])
+    order = [p["hosts"] for p in site]
+    assert order.index("llamacpp_build") < order.index("llamacpp_rpc") < order.index("llamacpp_server")
+
+
+def test_the_lab_inventory_still_overrides_with_its_cpu_build():
+    files = files_of("lab-cpu-rpc.yaml", "inventories/lab")
+    all_vars = yaml.safe_load(files["inventory/group_vars/all.yml"].replace("!unsafe", ""))
+    assert "llama.cpp-0.3.36/bin" in all_vars["rigctl_artifacts_dir"]  # the override, from inventories/lab
+
+
+def _run_build_role(tmp_path, builds, extra_vars: dict) -> str:
+    """The rendered llamacpp_build role, run for real by ansible-playbook on this machine
+    (connection local, no become); returns its output."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from provisioner.render import write
+
+    prep = prepare(str(ROOT / "examples" / "dual-3090-nvlink.yaml"), None)
+    project = tmp_path / "project"
+    write(render_project(prep.ctx, prep.plan, prep.overrides), project, rig="dual-3090-nvlink")
+    (project / "build.yml").write_text(
+        "- name: Build llama.cpp\n  hosts: all\n  gather_facts: false\n  roles: [llamacpp_build]\n")
+    variables = {"rigctl_llamacpp_builds": builds, "ansible_python_interpreter": sys.executable, **extra_vars}
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                        "-e", f"@{tmp_path / 'vars.json'}", "build.yml"],
+                       cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    return r.stdout
+
+
+def test_build_role_finds_a_cached_build_and_builds_nothing(tmp_path):
+    files = files_of("dual-3090-nvlink.yaml")
+    builds = load_ansible_yaml(files["inventory/host_vars/ws1.yml"])["rigctl_llamacpp_builds"]
+    cache = tmp_path / "engines"
+    (cache / builds[0]["key"] / "bin").mkdir(parents=True)
+    (cache / builds[0]["key"] / "stamp").write_text("seeded by the test\n")
+    out = _run_build_role(tmp_path, builds, {"rigctl_engine_cache_dir": str(cache)})
+    assert f"no change: {builds[0]['label']} is in the controller cache" in out
+    assert "Install the compiler and cmake" not in out  # build.yml was not included
+    # the stamp gone (a miss) but the inventory's own binaries set: still nothing is built
+    (cache / builds[0]["key"] / "stamp").unlink()
+    out = _run_build_role(tmp_path, builds, {"rigctl_engine_cache_dir": str(cache),
+                                             "rigctl_artifacts_dir": str(tmp_path / "mine")})
+    assert "no build: rigctl_artifacts_dir" in out and "Install the compiler and cmake" not in out
