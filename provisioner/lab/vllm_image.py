@@ -10,7 +10,8 @@ upstream vLLM, same version as the GPU image) in an image made here:
    torchvision, torchaudio and torchcodec come from PyPI as CUDA builds that fail to load
    against a CPU torch ("operator torchvision::nms does not exist"), and triton finds no
    GPU backend: all four are removed (text models do not import them);
-2. the lab's Debian rootfs (Python 3.11, as on this machine) plus that virtualenv at
+2. the lab's Debian rootfs (Python 3.11, as on this machine), libnuma (``DEBS``, unpacked from
+   Debian's package, which vllm/_C links) and that virtualenv at
    ``/opt/vllm`` (script shebangs rewritten to it), ``docker import``ed by a private dockerd
    (``provisioner.lab.image.dockerd``) with ``PATH`` set, and ``docker save``d to
    ``$LAB_CACHE/images``, which ``images.source: offline`` rigs load on their hosts.
@@ -40,13 +41,63 @@ RAY_VERSION = "2.60.0"
 IMAGE = f"rigctl/vllm-cpu:{VLLM_VERSION}-lab"
 PREFIX = "/opt/vllm"
 REMOVE = ("torchvision", "torchaudio", "torchcodec", "triton")
+# Debian packages the image needs beyond the lab rootfs: vllm/_C links libnuma.so.1 (without it
+# vLLM's CPU ops are missing: "'_OpNamespace' '_C' object has no attribute 'init_cpu_memory_env'")
+DEBS = ("libnuma1",)
 ROOTFS_EXCLUDES = ("var/lib/apt/lists/*", "var/cache/apt/*", "usr/share/doc/*", "usr/share/man/*", ".lab-ready")
+# TORCH_COMPILE_DISABLE=1: torch.compile's CPU code generation needs a C++ compiler, which the
+# image does not carry (vLLM compiles its sampler even with --enforce-eager: "InvalidCxxCompiler:
+# No working C++ compiler found"); torch and vLLM (vllm/config/vllm.py) then run eagerly
 CHANGES = [f"ENV PATH={PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-           "ENV PYTHONUNBUFFERED=1", "WORKDIR /root"]
+           "ENV PYTHONUNBUFFERED=1", "ENV TORCH_COMPILE_DISABLE=1", "WORKDIR /root"]
 
 
 def archive_path(cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()) / "images" / archive_name(IMAGE)
+
+
+def recipe() -> str:
+    """What the image is made of; a cached archive of another recipe is rebuilt."""
+    import hashlib
+
+    parts = [VLLM_VERSION, RAY_VERSION, PREFIX, *REMOVE, *DEBS, *CHANGES, *ROOTFS_EXCLUDES]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def ensure_debs(cache: Path, log=_log) -> Path:
+    """DEBS unpacked (apt-get download + dpkg-deb -x, no install on this machine): a tree to add."""
+    root = cache / f"vllm-cpu-{VLLM_VERSION}" / "debs"
+    tree = root / "tree"
+    done = root / "ready"
+    if done.is_file() and done.read_text().split() == list(DEBS):
+        return tree
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    tree.mkdir(parents=True)
+    log(f"apt-get download {' '.join(DEBS)}")
+    r = subprocess.run(["apt-get", "download", *DEBS], cwd=root, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise LabImageError(f"apt-get download {' '.join(DEBS)} failed: {r.stderr.strip()[-300:]}")
+    for deb in sorted(root.glob("*.deb")):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    done.write_text(" ".join(DEBS) + "\n")
+    return tree
+
+
+def _add_files(tar: tarfile.TarFile, tree: Path) -> None:
+    """The files and links of `tree` at their paths under /, directories left as the rootfs has them."""
+    for dirpath, _dirnames, filenames in os.walk(tree):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            info = tar.gettarinfo(path, arcname="./" + os.path.relpath(path, tree))
+            if info is None:
+                continue
+            if info.isreg():
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
 
 
 def ensure_venv(cache: Path, log=_log) -> Path:
@@ -122,10 +173,13 @@ def ensure_vllm_image(cache_dir: str | os.PathLike | None = None, log=_log) -> P
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / ".lock-vllm", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
-        if out.is_file() and IMAGE in read_archive(out).tags:
+        stamp = out.with_name(out.name + ".recipe")
+        if out.is_file() and stamp.is_file() and stamp.read_text().strip() == recipe() \
+                and IMAGE in read_archive(out).tags:
             return out
         t0 = time.monotonic()
         venv = ensure_venv(cache, log)
+        debs = ensure_debs(cache, log)
         rootfs = _lab_rootfs(cache)
         with tempfile.TemporaryDirectory(prefix="rigctl-vllm-image-", dir=cache) as tmp:
             base_tar = Path(tmp) / "rootfs.tar"
@@ -133,6 +187,7 @@ def ensure_vllm_image(cache_dir: str | os.PathLike | None = None, log=_log) -> P
             subprocess.run(["tar", "-C", str(rootfs), *(f"--exclude=./{x}" for x in ROOTFS_EXCLUDES),
                             "-cf", str(base_tar), "."], check=True)
             with tarfile.open(base_tar, "a", format=tarfile.PAX_FORMAT) as tar:
+                _add_files(tar, debs)
                 _venv_tar(tar, venv)
             with dockerd(Path(tmp), log) as client:
                 repo, tag = IMAGE.rsplit(":", 1)
@@ -144,6 +199,7 @@ def ensure_vllm_image(cache_dir: str | os.PathLike | None = None, log=_log) -> P
                 with open(partial, "wb") as f:
                     f.writelines(image.save(named=IMAGE))
                 os.replace(partial, out)
+                stamp.write_text(recipe() + "\n")
         log(f"{IMAGE} saved to {out} ({out.stat().st_size / 2**20:.0f} MiB) in {time.monotonic() - t0:.0f} s")
         return out
 
