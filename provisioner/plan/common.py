@@ -45,9 +45,14 @@ def fmt_num(x: float) -> str:
 
 def gpu_env(placed) -> dict[str, str]:
     """CUDA_VISIBLE_DEVICES for NVIDIA GPUs: by UUID when every placed GPU has one, else by index.
-    Empty for no GPUs or non-NVIDIA devices (Apple Metal, ROCm), where the variable means nothing."""
+    Empty for no GPUs or non-NVIDIA devices (Apple Metal, ROCm), where the variable means nothing.
+
+    CUDA_DEVICE_ORDER=PCI_BUS_ID always: the indices are nvidia-smi's (PCI bus order), while the
+    CUDA runtime numbers devices fastest first unless told otherwise, so on a mixed rig index 0
+    can be another card (https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#env-vars)."""
     if not placed or any(pg.entry is None or pg.entry.vendor != "nvidia" for pg in placed):
         return {}
     if all(pg.gpu.uuid for pg in placed):
-        return {"CUDA_VISIBLE_DEVICES": ",".join(pg.gpu.uuid for pg in placed)}
-    return {"CUDA_VISIBLE_DEVICES": ",".join(str(pg.gpu_index) for pg in placed)}
+        return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(pg.gpu.uuid for pg in placed)}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES": ",".join(str(pg.gpu_index) for pg in placed)}

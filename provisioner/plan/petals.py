@@ -30,7 +30,7 @@ import posixpath
 
 from ..sizing import Fit
 from ..spec.models import Deployment
-from .common import node_address
+from .common import gpu_env, node_address
 from .model import Service
 from .sources import model_fetch, token_env
 from .vllm import model_reference
@@ -87,8 +87,7 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         if fmt in DTYPES:
             argv += ["--torch_dtype", DTYPES[fmt]]
         argv += list(dep.extra_args)
-        env = {"CUDA_VISIBLE_DEVICES": pg.gpu.uuid or str(pg.gpu_index),
-               "PETALS_CACHE": CACHE_DIR}
+        env = {**gpu_env([pg]), "PETALS_CACHE": CACHE_DIR}  # one GPU per server
         services.append(Service(
             deployment=dep.name, node=pg.node.name, role="petals-server", stack="petals",
             name=f"rigctl-{dep.name}-{pg.gpu.id}", argv=argv, env=env, port=port, bind="0.0.0.0",

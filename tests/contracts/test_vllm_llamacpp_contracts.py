@@ -234,7 +234,7 @@ def test_llama_server_contract_is_the_pinned_builds_options(llamacpp_bin):
                          timeout=60).stdout
     prog = contracts.load("llamacpp")["programs"]["llama-server"]
     assert help_options(out) == set(prog["flags"])
-    assert set(re.findall(r"\(env: ([A-Z0-9_]+)\)", out)) == set(prog["env"]) - {"CUDA_VISIBLE_DEVICES", "LLAMA_CACHE"}
+    assert set(re.findall(r"\(env: ([A-Z0-9_]+)\)", out)) == set(prog["env"]) - {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "LLAMA_CACHE"}
 
 
 def test_rpc_server_contract_is_the_pinned_builds_options(llamacpp_bin):

@@ -40,7 +40,7 @@ def test_dual_3090_nvlink_layer_split(root):
     assert flag(srv.argv, "--ctx-size") == "16384"
     assert flag(srv.argv, "--split-mode") == "layer"
     assert flag(srv.argv, "--tensor-split") == "41,39"
-    assert srv.env == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert srv.env == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "0,1"}
     # published: 2x RTX 3090, Llama 3 70B Q4_K_M, 16.57 tok/s (tg512)
     assert dp.speed.decode_tps_low <= 16.57 <= dp.speed.decode_tps_high
     assert "RTX 3090 (936 GB/s)" in dp.speed.bottleneck
