@@ -8,8 +8,11 @@ copy from the cache unless an inventory sets rigctl_artifacts_dir as an explicit
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from provisioner.plan import engines
@@ -74,7 +77,8 @@ def test_the_lab_inventory_still_overrides_with_its_cpu_build():
     assert "llama.cpp-0.3.36/bin" in all_vars["rigctl_artifacts_dir"]  # the override, from inventories/lab
 
 
-def _run_build_role(tmp_path, builds, extra_vars: dict) -> str:
+def _run_build_role(tmp_path, builds, extra_vars: dict, *, facts: bool = False, skip_tags: str = "",
+                    ok: bool = True) -> str:
     """The rendered llamacpp_build role, run for real by ansible-playbook on this machine
     (connection local, no become); returns its output."""
     import json
@@ -88,14 +92,16 @@ def _run_build_role(tmp_path, builds, extra_vars: dict) -> str:
     project = tmp_path / "project"
     write(render_project(prep.ctx, prep.plan, prep.overrides), project, rig="dual-3090-nvlink")
     (project / "build.yml").write_text(
-        "- name: Build llama.cpp\n  hosts: all\n  gather_facts: false\n  roles: [llamacpp_build]\n")
+        f"- name: Build llama.cpp\n  hosts: all\n  gather_facts: {str(facts).lower()}\n  gather_subset: [min]\n"
+        "  roles: [llamacpp_build]\n")
     variables = {"rigctl_llamacpp_builds": builds, "ansible_python_interpreter": sys.executable, **extra_vars}
     (tmp_path / "vars.json").write_text(json.dumps(variables))
     env = {**os.environ, "ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                        "-e", f"@{tmp_path / 'vars.json'}", "build.yml"],
+                        "-e", f"@{tmp_path / 'vars.json'}", "build.yml",
+                        *(["--skip-tags", skip_tags] if skip_tags else [])],
                        cwd=project, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert (r.returncode == 0) == ok, r.stdout[-3000:] + r.stderr[-2000:]
     return r.stdout
 
 
@@ -113,3 +119,80 @@ def test_build_role_finds_a_cached_build_and_builds_nothing(tmp_path):
     out = _run_build_role(tmp_path, builds, {"rigctl_engine_cache_dir": str(cache),
                                              "rigctl_artifacts_dir": str(tmp_path / "mine")})
     assert "no build: rigctl_artifacts_dir" in out and "Install the compiler and cmake" not in out
+
+
+# A labelled stand-in for the llama.cpp source: a tiny CMake project with the two targets the
+# role builds (the real compile takes ~40 min on this machine's 2 cores, and CUDA needs nvcc).
+# -DSTANDIN_CUDART=ON links llama-server against a library named libcudart.so.12, the dynamic
+# runtime a driver-only host lacks, which the role's readelf check must refuse.
+STANDIN_CMAKE = """\
+cmake_minimum_required(VERSION 3.14)
+project(llamacpp_standin C)
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+option(STANDIN_CUDART "link a stand-in libcudart" OFF)
+add_executable(llama-server main.c)
+add_executable(ggml-rpc-server main.c)
+if (STANDIN_CUDART)
+  add_library(cudart SHARED rt.c)
+  set_target_properties(cudart PROPERTIES SOVERSION 12)
+  target_link_libraries(llama-server PRIVATE cudart)
+  target_compile_definitions(llama-server PRIVATE STANDIN_CUDART)
+endif()
+"""
+STANDIN_MAIN = """\
+#ifdef STANDIN_CUDART
+int standin_rt(void);  /* a real use, so the linker keeps the library (--as-needed) */
+int main(void) { return standin_rt() - 1; }
+#else
+int main(void) { return 0; }
+#endif
+"""
+
+
+def _standin_sdist(cache: Path, version: str) -> None:
+    import io
+    import tarfile
+
+    (cache / "downloads").mkdir(parents=True)
+    with tarfile.open(cache / "downloads" / f"llama_cpp_python-{version}.tar.gz", "w:gz") as tf:
+        for name, text in (("CMakeLists.txt", STANDIN_CMAKE), ("main.c", STANDIN_MAIN),
+                           ("rt.c", "int standin_rt(void) { return 1; }\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(f"llama_cpp_python-{version}/vendor/llama.cpp/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+needs_root_and_cmake = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("cmake") is None
+                                          or shutil.which("readelf") is None,
+                                          reason="the build role writes root-owned files and runs cmake and readelf")
+
+
+@needs_root_and_cmake
+def test_build_role_builds_checks_linkage_fetches_and_stamps(tmp_path):
+    """build.yml for real on this machine (connection local; apt skipped by tag, the toolchain is
+    here): unpack the controller's sdist, cmake with the plan's arguments, readelf, fetch, stamp."""
+    files = files_of("lab-cpu-rpc.yaml")
+    (build,) = load_ansible_yaml(files["inventory/host_vars/h1.yml"])["rigctl_llamacpp_builds"]
+    assert build["backend"] == "cpu"
+    cache, work = tmp_path / "engines", tmp_path / "build"
+    _standin_sdist(cache, build["version"])
+    variables = {"rigctl_engine_cache_dir": str(cache), "rigctl_llamacpp_build_dir": str(work),
+                 "rigctl_llamacpp_build_jobs": 2}
+    out = _run_build_role(tmp_path, [build], variables, facts=True, skip_tags="packages")
+    bindir = cache / build["key"] / "bin"
+    assert sorted(p.name for p in bindir.iterdir()) == ["llama-server", "rpc-server"]
+    assert all(os.access(p, os.X_OK) for p in bindir.iterdir())
+    stamp = (cache / build["key"] / "stamp").read_text()
+    assert build["label"] in stamp and "cmake -DCMAKE_BUILD_TYPE=Release -DGGML_RPC=ON" in stamp
+    assert "llama-server: libc.so.6" in stamp
+    assert not (work / build["key"]).exists()  # the build tree is removed
+    # the second run finds it in the cache
+    out = _run_build_role(tmp_path, [build], variables, facts=True, skip_tags="packages")
+    assert "is in the controller cache" in out and "Compile llama-server" not in out
+
+    # a binary that still needs the dynamic CUDA runtime is refused, and nothing is cached
+    bad = {**build, "key": build["key"] + "-cudart", "cmake_args": [*build["cmake_args"], "-DSTANDIN_CUDART=ON"]}
+    out = _run_build_role(tmp_path, [bad], variables, facts=True, skip_tags="packages", ok=False)
+    assert "still needs CUDA runtime libraries" in out and "libcudart.so.12" in out
+    assert not (cache / bad["key"] / "stamp").exists()
