@@ -11,7 +11,12 @@ always with ``GGML_RPC=ON``. A rig gets at most two builds:
   ``CUDA::cublas_static`` and ``CUDA::cublasLt_static`` (ggml/src/ggml-cuda/CMakeLists.txt), so
   the binaries need only the driver's ``libcuda.so.1``: a driver-only host runs them. The role
   checks that with ``readelf -d`` after the build and refuses a binary that still needs
-  libcudart or libcublas.
+  libcudart or libcublas. (GGML_STATIC also adds ``-static`` to the link options of
+  ggml/src, ggml/src/CMakeLists.txt; with ``BUILD_SHARED_LIBS=OFF`` those targets are static
+  archives, which are not linked, and the executables live in tools/, outside that directory,
+  so the binaries stay dynamically linked against glibc and the driver's libcuda.so.1. This
+  reading of the CMake files is unconfirmed until bench/gpu_llamacpp_build.sh runs on a GPU
+  machine.)
 - ``cpu`` for Linux nodes without NVIDIA GPUs (the lab, CPU-only RPC workers): the lab's flags.
 
 Each build is made once, on the first node in spec order that needs it, fetched into the
@@ -121,8 +126,8 @@ def build_key(backend: str, archs: list[str] | tuple[str, ...] = ()) -> str:
 
 
 def build_label(backend: str, archs: list[str] | tuple[str, ...], build_host: str) -> str:
-    what = (f"CUDA {'+'.join('sm_' + a.split('-')[0] for a in archs)} static cudart/cuBLAS (CUDA {CUDA_TOOLKIT.replace('-', '.')})"
-            if backend == "cuda" else "CPU")
+    sms = "+".join("sm_" + a.split("-")[0] for a in archs)
+    what = f"CUDA {sms} static cudart/cuBLAS (CUDA {CUDA_TOOLKIT.replace('-', '.')})" if backend == "cuda" else "CPU"
     return (f"rigctl build of llama.cpp {LLAMA_CPP_COMMIT[:9]} (vendored by llama-cpp-python "
             f"{LLAMA_CPP_PYTHON_VERSION}), {what}, GGML_RPC, built on {build_host}")
 

@@ -196,3 +196,33 @@ def test_build_role_builds_checks_linkage_fetches_and_stamps(tmp_path):
     out = _run_build_role(tmp_path, [bad], variables, facts=True, skip_tags="packages", ok=False)
     assert "still needs CUDA runtime libraries" in out and "libcudart.so.12" in out
     assert not (cache / bad["key"] / "stamp").exists()
+
+
+@pytest.mark.parametrize("role, spec, host", [("llamacpp_server", "dual-3090-nvlink.yaml", "ws1"),
+                                              ("llamacpp_rpc", "multinode-llamacpp-rpc.yaml", "ws2")])
+def test_roles_resolve_the_binary_directory_of_the_build(tmp_path, role, spec, host):
+    """The roles' binary directory as Ansible itself templates it from the rendered host_vars."""
+    import json
+    import subprocess
+    import sys
+
+    files = files_of(spec)
+    host_vars = load_ansible_yaml(files[f"inventory/host_vars/{host}.yml"])
+    (tmp_path / "vars.yml").write_text(files[f"roles/{role}/vars/main.yml"])
+    (tmp_path / "defaults.yml").write_text(files[f"roles/{role}/defaults/main.yml"])
+    (tmp_path / "hv.json").write_text(json.dumps({"rigctl_services": host_vars["rigctl_services"]}))
+    (tmp_path / "p.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.include_vars: defaults.yml\n"
+        "    - ansible.builtin.include_vars: vars.yml\n"
+        f"    - ansible.builtin.debug: {{msg: 'DIR={{{{ {role}_binary_dir }}}}'}}\n")
+    bin_ = str(Path(sys.executable).parent / "ansible-playbook")
+    key = host_vars["rigctl_services"][0]["engine"]["key"]
+    env = {**os.environ, "RIGCTL_ENGINE_CACHE": "/srv/engines", "ANSIBLE_NOCOLOR": "1"}
+    for override, want in (([], f"DIR=/srv/engines/{key}/bin"),
+                           (["-e", "rigctl_artifacts_dir=/opt/mine"], "DIR=/opt/mine")):
+        args = [bin_, "-i", "localhost,", "-c", "local", "-e", f"@{tmp_path / 'hv.json'}", *override,
+                str(tmp_path / "p.yml")]
+        r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-1000:]
+        assert want in r.stdout, r.stdout[-1500:]
