@@ -16,7 +16,10 @@ always with ``GGML_RPC=ON``. A rig gets at most two builds:
   archives, which are not linked, and the executables live in tools/, outside that directory,
   so the binaries stay dynamically linked against glibc and the driver's libcuda.so.1. This
   reading of the CMake files is unconfirmed until bench/gpu_llamacpp_build.sh runs on a GPU
-  machine.)
+  machine. The same combination, GGML_STATIC=ON + BUILD_SHARED_LIBS=OFF + GGML_CUDA=ON on
+  Linux, is what https://github.com/ggml-org/llama.cpp/issues/15620 builds; its fix, PR #15622,
+  the cublasLt_static link, is in this source. Static cuBLAS makes each binary several hundred
+  MB, https://github.com/ggml-org/llama.cpp/issues/8452.)
 - ``cpu`` for Linux nodes without NVIDIA GPUs (the lab, CPU-only RPC workers): the lab's flags.
 
 Each build is made once, on the first node in spec order that needs it, fetched into the

@@ -197,6 +197,8 @@ def _services(plan) -> str:
             where = f"{svc.bind}:{svc.port}" if svc.port else "no port"
             out.append(f"<h3>{_e(svc.node)} · {_e(svc.name)}</h3><p class=\"muted\">{_e(svc.role)}, {_e(where)}, "
                        f"{_e(svc.port_scope)}, {_e(svc.deploy_mode)}</p>")
+            if svc.engine:  # the llama.cpp build, image or release it runs (plan/engines.py)
+                out.append(f"<p>engine: {_e(svc.engine['label'])}</p>")
             lines = [shlex.join(svc.argv)] + [f"{k}={v}" for k, v in svc.env.items()]
             lines += [f"{k}=<secret reference>" for k in svc.secret_env]
             out.append(f"<pre>{_e(chr(10).join(lines))}</pre>")

@@ -172,3 +172,10 @@ def test_plan_json_carries_the_build(rigctl, root, tmp_path):
     assert code == 0
     (svc,) = json.loads(out)["deployments"][0]["services"]
     assert svc["engine"]["key"] == engines.build_key("cuda", ["86-real"])
+
+
+def test_plan_page_names_the_build(rigctl, root, tmp_path):
+    out = tmp_path / "plan.html"
+    code, _, err = rigctl("plan", str(root / "examples" / "dual-3090-nvlink.yaml"), "-f", "html", "-o", str(out))
+    assert code == 0, err
+    assert "<p>engine: rigctl build of llama.cpp 0c1e57098" in out.read_text()
