@@ -15,6 +15,7 @@ import heapq
 import math
 from dataclasses import dataclass, field, replace
 
+from . import engineopts
 from .spec.models import Deployment, Stack
 
 GIB = float(1 << 30)
@@ -76,6 +77,9 @@ class Fit:
     pipeline_parallel: int = 1
     user_split: bool = False
     notes: list[str] = field(default_factory=list)
+    kv_type_v: str | None = None  # V cache type when it differs from kv_type (the K type)
+    host_kv_gib: float = 0.0  # KV cache kept in system RAM (llama.cpp --no-kv-offload)
+    host_node: str | None = None  # the node whose RAM holds host_kv_gib
 
     @property
     def fits(self) -> bool:
@@ -123,12 +127,63 @@ def weights_gib(ctx, dep: Deployment) -> float | None:
 
 
 def kv_type(dep: Deployment) -> str:
-    return "f16" if dep.kv_cache_type == "auto" else dep.kv_cache_type
+    """The K cache type (kv_cache_type_k over kv_cache_type); engineopts.kv_types gives K and V."""
+    return engineopts.kv_types(dep)[0]
 
 
-def kv_bytes_per_token_layer(model, kv: str) -> float:
-    """K and V for one token in one layer (GQA-aware: kv_heads, not attention heads)."""
-    return 2 * model.kv_heads * model.head_dim * KV_BYTES[kv]
+def kv_bytes_per_token_layer(model, kv: str, kv_v: str | None = None) -> float:
+    """K and V for one token in one layer (GQA-aware: kv_heads, not attention heads).
+
+    K and V may differ in element type (llama.cpp --cache-type-k/-v) and in size per head
+    (MLA: GGUF attention.key_length/value_length, read by llama.cpp into n_embd_head_k/_v,
+    src/llama-model.cpp load_hparams, https://github.com/ggml-org/llama.cpp/blob/0c1e57098/src/llama-model.cpp).
+    """
+    dk = getattr(model, "head_dim_k", None) or model.head_dim
+    dv = getattr(model, "head_dim_v", None) or model.head_dim
+    return model.kv_heads * (dk * KV_BYTES[kv] + dv * KV_BYTES[kv_v or kv])
+
+
+def swa_layout(model, dep: Deployment, seqs: int) -> tuple[float, int | None]:
+    """(share of layers with a full-context cache, cells of a windowed layer's cache or None).
+
+    llama.cpp keeps the sliding-window layers in their own cache of
+    min(ctx, n_swa x n_seq + n_ubatch) cells unless --swa-full (llama_kv_cache_iswa,
+    src/llama-kv-cache-iswa.cpp, https://github.com/ggml-org/llama.cpp/blob/0c1e57098/src/llama-kv-cache-iswa.cpp);
+    a layer is windowed unless il % pattern == pattern - 1 (llama_hparams::set_swa_pattern).
+    Other engines are sized with a full cache on every layer.
+    """
+    window = getattr(model, "sliding_window", None)
+    if not window or dep.stack not in engineopts.LLAMA_STACKS or engineopts.options(dep).swa_full:
+        return 1.0, None
+    pattern = getattr(model, "sliding_window_pattern", None) or 1
+    full = model.layers // pattern if pattern > 1 else 0
+    return full / model.layers, window * seqs + UBATCH
+
+
+def kv_layer_gib(kv_tok: float, ctx_tokens: int, seqs: int, full_share: float, swa_cells: int | None) -> float:
+    """KV cache of one (average) layer for ctx_tokens x seqs cells, windowed layers capped."""
+    cells = ctx_tokens * seqs
+    if swa_cells is None:
+        return kv_tok * cells
+    return kv_tok * (full_share * cells + (1 - full_share) * min(cells, swa_cells))
+
+
+def _solve_context(room: float, layers: int, kv_tok: float, seqs: int, full_share: float,
+                   swa_cells: int | None) -> float:
+    """Largest per-sequence context whose KV for ``layers`` layers fits in ``room`` GiB."""
+    if layers == 0 or kv_tok <= 0:
+        return float("inf")
+    per_ctx = layers * kv_tok * seqs
+    if swa_cells is None:
+        return room / per_ctx
+    # below the window every layer grows; above it only the full-context layers do
+    below = room / per_ctx
+    if below * seqs <= swa_cells:
+        return below
+    fixed = layers * kv_tok * (1 - full_share) * swa_cells
+    if full_share <= 0:
+        return float("inf") if room >= fixed else below
+    return (room - fixed) / (per_ctx * full_share)
 
 
 def default_context(ctx, dep: Deployment) -> int:
@@ -296,34 +351,100 @@ def _fit_layers(dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
     w_embed = model.vocab_size * hid * (w_total * GIB * 8 / (model.params_b * 1e9)) / 8 / GIB
     w_output = w_embed if dep.stack != Stack.exo else 0.0
     w_layer = max(w_total - w_embed - w_output, 0.0) / n_layers
-    kv_layer_tok = kv_bytes_per_token_layer(model, kv) / GIB
+    llama = dep.stack in engineopts.LLAMA_STACKS
+    opts = engineopts.options(dep)
+    kv_v = engineopts.kv_types(dep)[1] if llama else kv
+    kv_layer_tok = kv_bytes_per_token_layer(model, kv, kv_v) / GIB
     seqs = dep.parallel_sequences
-    kv_layer = kv_layer_tok * ctx_tokens * seqs
+    full_share, swa_cells = swa_layout(model, dep, seqs)
+    kv_layer = kv_layer_gib(kv_layer_tok, ctx_tokens, seqs, full_share, swa_cells)
+    # --no-kv-offload: llama.cpp allocates the cache in host memory, not on the layer's GPU
+    # (llama_kv_cache: `offload ? model.dev_layer(il) : cpu`, src/llama-kv-cache.cpp)
+    gpu_kv = llama and not opts.kv_offload
     logits = model.vocab_size * UBATCH * 4 / GIB
     fixed = _fixed_overheads(dep, devices)
     fixed[-1] += w_output + logits
     caps = [d.capacity_gib for d in devices]
-    user = dep.tensor_split or (dep.gpu_split_gb if dep.stack == Stack.tabbyapi else None)
-    if user and len(user) == len(devices):
-        split = list(user)
+    user = dep.tensor_split
+    if dep.stack == Stack.tabbyapi and dep.gpu_split_gb and len(dep.gpu_split_gb) == len(devices):
+        counts = _gb_cap_counts(dep.gpu_split_gb, w_layer, w_output, n_layers)
+        split, user = [float(c) for c in counts], dep.gpu_split_gb
     else:
-        split = _balanced_split(caps, fixed, w_layer + kv_layer, n_layers)
-        user = None
-    counts = _layer_counts(split, n_layers)
+        if user and len(user) == len(devices):
+            split = list(user)
+        else:
+            split = _balanced_split(caps, fixed, w_layer + (0.0 if gpu_kv else kv_layer), n_layers)
+            user = None
+        counts = _layer_counts(split, n_layers)
+    host_kv = 0.0
     for d, n, f in zip(devices, counts, fixed):
         d.layers = n
         d.weights_gib = n * w_layer
-        d.kv_gib = n * kv_layer
+        if gpu_kv and d.gpu_id is not None:
+            host_kv += n * kv_layer
+        else:
+            d.kv_gib = n * kv_layer
         d.overhead_gib = f
     devices[-1].holds_output = True
     devices[-1].weights_gib += w_output
     devices[-1].overhead_gib -= w_output
-    max_ctx = _max_context(devices, [n * kv_layer_tok * seqs for n in counts])
+    max_ctx = _max_context_layers(devices, counts, kv_layer_tok, seqs, full_share, swa_cells,
+                                  skip_gpus=gpu_kv)
     mode = "single" if len(devices) == 1 else "layer"
     if devices[0].gpu_id is None and len(devices) == 1:
         mode = "cpu"
-    return Fit(dep.name, dep.stack, mode, devices, w_total, ctx_tokens, seqs, kv,
-               kv_layer_tok * GIB * n_layers, max_ctx, split=split, user_split=bool(user))
+    elif llama and opts.split_mode == "row" and sum(d.gpu_id is not None for d in devices) > 1:
+        mode = "row"
+    f = Fit(dep.name, dep.stack, mode, devices, w_total, ctx_tokens, seqs, kv,
+            kv_layer_tok * GIB * n_layers, max_ctx, split=split, user_split=bool(user),
+            kv_type_v=kv_v if kv_v != kv else None, host_kv_gib=host_kv,
+            host_node=ctx_head(devices) if host_kv else None)
+    if swa_cells is not None:
+        f.notes.append(f"sliding-window attention: {n_layers - round(full_share * n_layers)} of {n_layers} layers keep "
+                       f"{min(swa_cells, ctx_tokens * seqs):,} cells of KV cache (llama.cpp's SWA cache), the others "
+                       "the full context")
+    if host_kv:
+        f.notes.append(f"KV cache in system RAM (--no-kv-offload): {host_kv:.1f} GiB on {f.host_node}; attention "
+                       "runs on the CPU")
+    return f
+
+
+def ctx_head(devices: list[Device]) -> str | None:
+    """The node of the first GPU device (where llama-server's own RAM holds a host KV cache)."""
+    return next((d.node for d in devices if d.gpu_id is not None), devices[0].node if devices else None)
+
+
+def _gb_cap_counts(caps_gb: list[float], w_layer: float, w_output: float, n_layers: int) -> list[int]:
+    """Layers per GPU under TabbyAPI's gpu_split: a cap in GB per GPU, filled in order.
+
+    ExLlamaV2 loads module by module onto the first GPU until the next one would pass
+    that GPU's share of gpu_split, then moves to the next GPU ("an array of VRAM sizes
+    to split between GPUs, in GB", config_sample.yml,
+    https://github.com/theroyallab/tabbyAPI/blob/main/config_sample.yml; exllamav2
+    model.py load_gen). Layers left when the caps are full stay on the last GPU, where
+    memory-fit reports the overflow.
+    """
+    counts = [0] * len(caps_gb)
+    dev, used = 0, 0.0
+    for _ in range(n_layers):
+        while dev < len(caps_gb) - 1 and (used + w_layer) * GIB / 1e9 > caps_gb[dev]:
+            dev, used = dev + 1, 0.0
+        counts[dev] += 1
+        used += w_layer
+    return counts
+
+
+def _max_context_layers(devices, counts, kv_tok, seqs, full_share, swa_cells, *, skip_gpus: bool) -> int | None:
+    """Largest per-sequence context over layer-split devices (KV grows with each device's layers)."""
+    best = float("inf")
+    for d, n in zip(devices, counts):
+        room = d.capacity_gib - d.weights_gib - d.overhead_gib
+        if room < 0:
+            return None
+        if skip_gpus and d.gpu_id is not None:
+            continue
+        best = min(best, _solve_context(room, n, kv_tok, seqs, full_share, swa_cells))
+    return 10_485_760 if best == float("inf") else int(best)
 
 
 def _fit_ollama_single(dep, model, w_total, devices, ctx_tokens, kv) -> Fit | None:

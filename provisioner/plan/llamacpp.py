@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import engineopts
 from ..exposure import endpoint_scope
 from ..sizing import Fit
 from ..spec.models import Deployment, Stack
@@ -40,15 +41,26 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     if rpc_endpoints:
         argv += ["--rpc", ",".join(rpc_endpoints)]
     n_devices = len(fit.devices) if fit else len(head_gpus)
+    opts = engineopts.options(dep)
     if fit and n_devices > 1:
         # fit.devices is in llama.cpp's device order (RPC servers first, in --rpc order,
         # then local GPUs: sizing.devices_for), which is what --tensor-split indexes
-        argv += ["--split-mode", "layer", "--tensor-split", ",".join(fmt_num(d.layers) for d in fit.devices)]
+        # (with split_mode row the same proportions split every matrix by rows; a --split-mode
+        # in extra_args is left to extra_args, engineopts plans with it)
+        if "split_mode" not in opts.from_args:
+            argv += ["--split-mode", "row" if fit.mode == "row" else "layer"]
+        argv += ["--tensor-split", ",".join(fmt_num(d.layers) for d in fit.devices)]
     if len(head_gpus) > 1:
         argv += ["--main-gpu", "0"]
+    kv_v = (fit.kv_type_v or fit.kv_type) if fit else "f16"
     if fit and fit.kv_type not in ("f16",):
-        argv += ["--cache-type-k", fit.kv_type, "--cache-type-v", fit.kv_type]
-    if dep.flash_attention is not None or (fit and fit.kv_type not in ("f16", "bf16")):
+        argv += ["--cache-type-k", fit.kv_type]
+    if fit and kv_v not in ("f16",):
+        argv += ["--cache-type-v", kv_v]
+    if dep.kv_offload is False:
+        argv += ["--no-kv-offload"]
+    # llama.cpp needs flash attention for a quantized V cache only (a K-only cache runs without)
+    if dep.flash_attention is not None or (fit and kv_v not in ("f16", "bf16")):
         argv += ["--flash-attn", "on" if dep.flash_attention is not False else "off"]
     secret_env = {}
     if dep.auth:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from ..sizing import GIB, Device, Fit, kv_bytes_per_token_layer
+from ..sizing import GIB, Device, Fit, kv_bytes_per_token_layer, kv_layer_gib, swa_layout
 from ..spec.models import Deployment, Stack
 from ..yamlio import safe_load
 from .model import Speed
@@ -124,7 +124,11 @@ def decode_terms(ctx, dep: Deployment, fit: Fit, context: int) -> list[Term]:
         return []
     spread = efficiency()["decode"]["spread"]
     active = (getattr(model, "active_params_b", None) or model.params_b) / model.params_b
-    kv_layer = kv_bytes_per_token_layer(model, fit.kv_type)
+    kv_layer = kv_bytes_per_token_layer(model, fit.kv_type, fit.kv_type_v)
+    # bytes of KV one stream reads per layer at this context (windowed layers read their window)
+    full_share, window_cells = swa_layout(model, dep, 1)
+    kv_read = kv_layer_gib(kv_layer, context, 1, full_share, window_cells)
+    host_kv = fit.host_kv_gib > 0  # --no-kv-offload: the GPUs read no KV, the CPU does
     tensor = fit.mode == "tensor" or fit.tensor_parallel > 1
     tp = fit.tensor_parallel if tensor else 1
     kv_share = max(1.0, model.kv_heads / tp) / model.kv_heads
@@ -134,6 +138,10 @@ def decode_terms(ctx, dep: Deployment, fit: Fit, context: int) -> list[Term]:
     moved = expert_layer_bytes * cpu_layers
     terms: list[Term] = []
     stages = _stages(fit) if tensor else [[d] for d in fit.devices]
+    row = fit.mode == "row"
+    if row:
+        # --split-mode row: every GPU holds a share of every matrix and they read it at the same time
+        stages = [list(fit.devices)]
     for stage in stages:
         # ranks of a stage read at the same time: the slowest one sets the pace
         times = []
@@ -143,16 +151,26 @@ def decode_terms(ctx, dep: Deployment, fit: Fit, context: int) -> list[Term]:
             if moved > 0 and d.gpu_id is not None:
                 take = min(moved, weights * 0.95)
                 weights, moved = weights - take, moved - take
-            nbytes = weights + d.layers * kv_layer * kv_share * context
+            nbytes = weights + (0.0 if host_kv and d.gpu_id is not None else d.layers * kv_read * kv_share)
             eff = decode_efficiency(ctx, dep, d)
             times.append((nbytes / (min(1.0, eff * spread) * bw), nbytes / (eff / spread * bw), d))
         f, s, d = max(times, key=lambda x: x[1])
         label = d.name if len(stage) == 1 else f"{len(stage)}x {d.name}"
         terms.append(Term("stream", label, f, s))
         lo, hi = _layer_overhead(ctx, d)
-        terms.append(Term("overhead", _backend(ctx, d), d.layers * lo * 1e-6, d.layers * hi * 1e-6))
+        layers = model.layers if row else d.layers
+        terms.append(Term("overhead", _backend(ctx, d), layers * lo * 1e-6, layers * hi * 1e-6))
         if tensor and len(stage) > 1:
             terms.append(_allreduce(ctx, dep, stage, model, d.layers))
+        if row and len(stage) > 1:
+            terms.append(_row_gather(ctx, stage, model))
+    if host_kv:
+        host = _host_device(ctx, dep, fit)
+        bw = bandwidth_gbs(ctx, host) * 1e9
+        eff = _cell(efficiency()["decode"], "ddr", "cpu", "f16")
+        nbytes = kv_read * model.layers
+        terms.append(Term("stream", "KV cache in system RAM", nbytes / (min(1.0, eff * spread) * bw),
+                          nbytes / (eff / spread * bw)))
     if cpu_layers and expert_layer_bytes > 0:
         host = _host_device(ctx, dep, fit)
         bw = bandwidth_gbs(ctx, host) * 1e9
@@ -357,6 +375,20 @@ def _allreduce(ctx, dep, stage: list[Device], model, layers: int) -> Term:
     per = lat_us * 1e-6 + msg * 2 * (tp - 1) / tp / (gbs * 1e9)
     n = 2 * layers  # after attention and after the MLP
     return Term("allreduce", f"{kind} ({gbs:.0f} GB/s, {lat_us:.0f} µs)", n * per, n * per * 1.5)
+
+
+ROW_MATMULS_PER_LAYER = 7  # q, k, v, o, gate, up, down of a dense block
+
+
+def _row_gather(ctx, stage: list[Device], model) -> Term:
+    """--split-mode row: after each split matrix product the GPUs' row blocks are copied to the main
+    GPU and synchronised (ggml_cuda_op_mul_mat, ggml/src/ggml-cuda/ggml-cuda.cu in
+    https://github.com/ggml-org/llama.cpp), once per matrix of every layer on every token."""
+    kind, gbs, lat_us = link(ctx, stage)
+    msg = (model.hidden_size or model.attention_heads * model.head_dim) * 4
+    n = ROW_MATMULS_PER_LAYER * model.layers
+    per = lat_us * 1e-6 + msg * (len(stage) - 1) / len(stage) / (gbs * 1e9)
+    return Term("allreduce", f"row split over {kind} ({gbs:.0f} GB/s, {lat_us:.0f} µs)", n * per, n * per * 1.5)
 
 
 def _crossings(ctx, dep, fit: Fit, stages: list[list[Device]], model) -> list[Term]:

@@ -83,10 +83,14 @@ def config(ctx, dep: Deployment, fit: Fit | None, port: int) -> dict:
         mcfg["gpu_split_auto"] = False
         mcfg["gpu_split"] = list(dep.gpu_split_gb)
     elif len(gpus) > 1:
-        # pin the plan's layer split: autosplit has loaded onto one GPU and OOMed (tabbyAPI#250, #67)
+        # pin the plan's layer split: autosplit has loaded onto one GPU and OOMed (tabbyAPI#250, #67).
+        # gpu_split is a cap in GB per GPU that ExLlamaV2 fills in order (sizing._gb_cap_counts): each
+        # cap is the GPU's planned weights plus half a layer, so the fill stops where the plan does
         mcfg["tensor_parallel"] = False
         mcfg["gpu_split_auto"] = False
-        mcfg["gpu_split"] = [math.ceil((d.weights_gib + d.kv_gib) * GIB / 1e9 * 10 + 2) / 10 for d in gpus]
+        layer_gb = next((d.weights_gib / d.layers for d in gpus[:-1] if d.layers), 0.0) * GIB / 1e9
+        half = layer_gb / 2
+        mcfg["gpu_split"] = [math.floor((d.weights_gib * GIB / 1e9 + half) * 100) / 100 for d in gpus]
     else:
         mcfg["tensor_parallel"] = False
         mcfg["gpu_split_auto"] = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .. import sizing
+from .. import engineopts, sizing
 from ..diagnostics import Severity
 from ..spec.models import Deployment, Stack
 from .context import Context, PlacedGpu
@@ -411,7 +411,8 @@ _LLAMACPP = {
     ("-ngl", "--gpu-layers", "--n-gpu-layers"): _PLACE,
     ("-ts", "--tensor-split"): ("tensor_split", "the per-GPU layer split the memory fit computed"),
     ("--rpc",): ("placement", "the RPC workers rigctl starts on the other nodes"),
-    ("-ctk", "--cache-type-k", "-ctv", "--cache-type-v"): ("kv_cache_type", "the KV cache type the fit sized"),
+    ("-ctk", "--cache-type-k"): ("kv_cache_type_k", "the K cache type the fit sized"),
+    ("-ctv", "--cache-type-v"): ("kv_cache_type_v", "the V cache type the fit sized"),
     ("-fa", "--flash-attn"): ("flash_attention", "flash attention, which a quantized KV cache needs"),
 }
 _VLLM = {
@@ -498,3 +499,15 @@ def extra_args_conflict(ctx: Context):
                 f"{dep.name}: extra_args[{j}] sets {sets}, which rigctl already sets {source} ({what}); extra_args "
                 f"come last, so {stack_name(dep.stack)} would run differently from the plan — {fix}",
                 ("serve", i, "extra_args", j), flag=flag)
+        # options the plan reads from extra_args when their field is not set (engineopts):
+        # given both ways, the field is planned and the flag that comes last would win
+        for c in engineopts.options(dep).conflicts:
+            yield extra_args_conflict.finding(
+                f"{dep.name}: extra_args[{c.index}] ({c.arg}) sets {c.option} to {_word(c.arg_value)}, but the spec "
+                f"sets {c.option}: {_word(c.field_value)}; rigctl plans memory and speed with the field while "
+                f"{stack_name(dep.stack)} would run with the flag, which comes last — remove one of them",
+                ("serve", i, "extra_args", c.index), tag="field", flag=c.arg)
+
+
+def _word(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)

@@ -117,6 +117,11 @@ class ModelEntry(Entry):
     vocab_size: int = Field(gt=0, le=16_777_216)
     max_context: int = Field(gt=0, le=1_073_741_824)
     experts: int | None = Field(None, gt=0, le=65_536)
+    # attention layout the KV cache follows (spec.models.ModelArch says what each means)
+    head_dim_k: int | None = Field(None, gt=0, le=65_536)
+    head_dim_v: int | None = Field(None, gt=0, le=65_536)
+    sliding_window: int | None = Field(None, gt=0, le=1_073_741_824)
+    sliding_window_pattern: int | None = Field(None, ge=1, le=4096)
     # the Hugging Face repositories among the aliases answer 401 until the user accepts the
     # licence and sends a token (https://huggingface.co/docs/hub/models-gated); gated_source says
     # where that is stated for this model

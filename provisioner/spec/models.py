@@ -377,6 +377,14 @@ class ModelArch(Strict):
                              "(published: up to 10M)")
     experts: int | None = Field(None, gt=0, le=65_536, description="number of experts (MoE); at most 65,536 "
                                 "(published: up to 384)")
+    head_dim_k: int | None = Field(None, gt=0, le=65_536, description="key size per KV head when it differs from "
+                                   "head_dim (GGUF attention.key_length; MLA: DeepSeek's 576 in llama.cpp)")
+    head_dim_v: int | None = Field(None, gt=0, le=65_536, description="value size per KV head when it differs from "
+                                   "head_dim (GGUF attention.value_length; MLA: DeepSeek's 512 in llama.cpp)")
+    sliding_window: int | None = Field(None, gt=0, le=1_073_741_824, description="sliding-window attention: tokens a "
+                                       "windowed layer attends to (Gemma 2: 4096, Gemma 3: 1024)")
+    sliding_window_pattern: int | None = Field(None, ge=1, le=4096, description="every Nth layer attends globally, the "
+                                               "others use the window (Gemma 2: 2, Gemma 3: 6; 1 = every layer windowed)")
 
 
 class Placement(Strict):
@@ -463,6 +471,17 @@ class Deployment(Strict):
     tensor_parallel: int | None = Field(None, ge=1, le=64, description="vLLM/TabbyAPI tensor-parallel size")
     pipeline_parallel: int | None = Field(None, ge=1, le=64, description="vLLM pipeline-parallel size")
     gpu_memory_utilization: float = Field(0.9, gt=0.05, le=1.0, description="vLLM fraction of each GPU's memory")
+    kv_cache_type_k: Literal["f16", "bf16", "q8_0", "q4_0"] | None = Field(
+        None, description="llama.cpp: K cache type when it differs from kv_cache_type (--cache-type-k), e.g. a "
+        "K-only q8_0 cache with an f16 V cache")
+    kv_cache_type_v: Literal["f16", "bf16", "q8_0", "q4_0"] | None = Field(
+        None, description="llama.cpp: V cache type when it differs from kv_cache_type (--cache-type-v; a quantized "
+        "V cache needs flash attention)")
+    kv_offload: bool | None = Field(None, description="llama.cpp: false keeps the KV cache in system RAM "
+                                    "(--no-kv-offload): GPUs hold only weights, attention runs on the CPU")
+    split_mode: Literal["layer", "row"] | None = Field(
+        None, description="llama.cpp across a node's GPUs: layer (whole layers per GPU, the default) or row "
+        "(every matrix split by rows over the GPUs, --split-mode row)")
     flash_attention: bool | None = Field(None, description="enable flash attention (needed for quantized V cache)")
     port: int | None = Field(None, ge=1, le=65535, description="HTTP port (stack default when omitted)")
     bind: Host = Field("127.0.0.1", description="address the endpoint listens on (an IP address, localhost or a host name)")
@@ -479,6 +498,11 @@ class Deployment(Strict):
         if self.source is not None and self.source.local and self.stack in (Stack.ollama, Stack.exo):
             raise ValueError(f"{self.stack.value} fetches its models itself (its own library / the Hub): "
                              "source.hf, url and path are not wired to it yet; use model_file or drop source")
+        llama = (Stack.llamacpp, Stack.llamacpp_rpc)
+        for key in ("kv_cache_type_k", "kv_cache_type_v", "kv_offload", "split_mode"):
+            if getattr(self, key) is not None and self.stack not in llama:
+                raise ValueError(f"{key} is a llama.cpp option (llamacpp, llamacpp-rpc); {self.stack.value} "
+                                 "has no such setting: drop it")
         if self.source is not None and not self.source.local and self.stack not in (Stack.vllm, Stack.petals):
             raise ValueError(f"a source with only a token is for engines that download the model themselves "
                              f"(vllm, petals); {self.stack.value} needs the weights on the host: add source.hf "

@@ -203,8 +203,13 @@ def test_tabbyapi_pins_plan_split_without_user_split(root, tmp_path):
     dp = build_plan(ctx).deployments[0]
     cfg = tabbyapi.config(ctx, ctx.rig.serve[0], dp.fit, 5000)["model"]
     assert cfg["gpu_split_auto"] is False
-    per_gpu = [(d.weights_gib + d.kv_gib) * 2**30 / 1e9 for d in dp.fit.devices]
-    assert all(0 < s - need <= 0.3 for s, need in zip(cfg["gpu_split"], per_gpu))
+    # gpu_split is a cap in GB per GPU filled in order (config_sample.yml: "an array of VRAM sizes to
+    # split between GPUs, in GB"): filling the caps layer by layer gives the plan's own layer counts
+    from provisioner.sizing import _gb_cap_counts
+    layers = [d.layers for d in dp.fit.devices]
+    w_layer = dp.fit.devices[0].weights_gib / layers[0]
+    assert _gb_cap_counts(cfg["gpu_split"], w_layer, 0.0, sum(layers)) == layers
+    assert cfg["gpu_split"][0] < (dp.fit.devices[0].weights_gib + w_layer) * 2**30 / 1e9
 
 
 @pytest.mark.parametrize("name", ["dual-3090-nvlink", "dual-4090", "5090-4090-split", "dual-a100-80gb",
