@@ -78,6 +78,8 @@ class Fit:
     user_split: bool = False
     notes: list[str] = field(default_factory=list)
     kv_type_v: str | None = None  # V cache type when it differs from kv_type (the K type)
+    pp_layers: list[int] = field(default_factory=list)  # vLLM: layers per pipeline stage
+    pp_partition_env: bool = False  # the plan sets VLLM_PP_LAYER_PARTITION (unequal stages)
     host_kv_gib: float = 0.0  # KV cache kept in system RAM (llama.cpp --no-kv-offload)
     host_node: str | None = None  # the node whose RAM holds host_kv_gib
 
@@ -503,18 +505,70 @@ def _fit_vllm(ctx, dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
                     overhead=VLLM_BASE_OVERHEAD_GIB + CUDA_CONTEXT_GIB + activation, tp=tp, pp=pp,
                     util=dep.gpu_memory_utilization)
     f.mode = "tensor" if tp > 1 else ("pipeline" if pp > 1 else "single")
+    if pp > 1 and len(f.devices) == tp * pp:
+        _vllm_stages(f, model, w_total, requested, kv if kv != "q8_0" else "fp8", tp, pp)
     if dep.context_tokens is None and f.max_context_tokens is not None:
         # vLLM would take the model's full context; the plan sets --max-model-len to what fits
         chosen = min(model.max_context, f.max_context_tokens)
         if chosen >= 256:
-            kv_tok = f.devices[0].kv_gib / requested if requested else 0
-            for d in f.devices:
-                d.kv_gib = kv_tok * chosen
+            for d in f.devices:  # each rank's own KV per token (pipeline stages differ)
+                d.kv_gib = d.kv_gib / requested * chosen if requested else 0.0
             f.context_tokens = chosen
             if chosen < model.max_context:
                 f.notes.append(f"--max-model-len {chosen:,} (the largest that fits; the model supports {model.max_context:,})")
     # what vLLM really does: everything left under the utilization cap becomes KV cache
     return f
+
+
+def vllm_default_partition(n_layers: int, pp: int) -> list[int]:
+    """Layers per stage as vLLM deals them without VLLM_PP_LAYER_PARTITION: equal shares, the
+    remainder one each to the stages before the last (get_pp_indices, vllm/distributed/utils.py,
+    https://github.com/vllm-project/vllm/blob/v0.30.0/vllm/distributed/utils.py)."""
+    parts = [n_layers // pp] * pp
+    for i in range(2, n_layers % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+def _vllm_stages(f: Fit, model, w_total: float, ctx_tokens: int, kv: str, tp: int, pp: int) -> None:
+    """Pipeline stages with their own layer counts, embeddings on the first, lm_head on the last.
+
+    Each rank sizes its own KV cache, and vLLM cuts every rank to the smallest block count
+    (vllm/v1/core/kv_cache_utils.py, min_num_blocks), so the tightest stage sets the context.
+    Over unequal GPUs the plan deals the layers by each stage's room and sets
+    VLLM_PP_LAYER_PARTITION (vllm/envs.py), as the default equal deal would leave the small
+    GPUs' stage the bottleneck.
+    """
+    hid = hidden_size(model)
+    embed = model.vocab_size * hid * (w_total * GIB * 8 / (model.params_b * 1e9)) / 8 / GIB
+    w_layer = max(w_total - 2 * embed, 0.0) / model.layers
+    kv_heads_per_rank = max(1.0, model.kv_heads / tp)
+    dk = getattr(model, "head_dim_k", None) or model.head_dim
+    dv = getattr(model, "head_dim_v", None) or model.head_dim
+    kv_layer_tok = kv_heads_per_rank * (dk + dv) * KV_BYTES[kv] / GIB  # one layer, one token, one rank
+    stages = [f.devices[i * tp:(i + 1) * tp] for i in range(pp)]
+    extras = [(embed if s == 0 else 0.0) + (embed if s == pp - 1 else 0.0) for s in range(pp)]
+    caps = [min(d.capacity_gib for d in st) for st in stages]
+    overhead = [max(d.overhead_gib for d in st) for st in stages]
+    parts = vllm_default_partition(model.layers, pp)
+    if len({round(c, 2) for c in caps}) > 1:
+        fixed = [o + e / tp for o, e in zip(overhead, extras)]
+        per_layer = w_layer / tp + kv_layer_tok * ctx_tokens
+        parts = [int(c) for c in _balanced_split(caps, fixed, per_layer, model.layers)]
+        f.pp_partition_env = parts != vllm_default_partition(model.layers, pp)
+    f.pp_layers = parts
+    best = float("inf")
+    for st, n, e in zip(stages, parts, extras):
+        for d in st:
+            d.layers = n
+            d.weights_gib = (n * w_layer + e) / tp
+            d.kv_gib = n * kv_layer_tok * ctx_tokens
+            room = d.capacity_gib - d.weights_gib - d.overhead_gib
+            if room < 0:
+                best = -1
+            elif n:
+                best = min(best, room / (n * kv_layer_tok)) if best >= 0 else best
+    f.max_context_tokens = None if best < 0 else (10_485_760 if best == float("inf") else int(best))
 
 
 def _max_context(devices: list[Device], kv_per_token: list[float]) -> int | None:

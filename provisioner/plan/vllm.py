@@ -110,6 +110,9 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     argv += list(dep.extra_args)
     head_gpus = [pg for pg in placed if pg.node.name == head.name]
     server_env = cluster_env(head)
+    if fit is not None and fit.pp_partition_env:
+        # unequal GPUs: the plan's layers per stage (sizing._vllm_stages), not vLLM's equal deal
+        server_env["VLLM_PP_LAYER_PARTITION"] = ",".join(str(n) for n in fit.pp_layers)
     if multi:  # the server runs beside the Ray head, in its own container on the same volume and IPC
         server_env["RAY_ADDRESS"] = f"{head_addr}:{RAY_PORT}"
     services.append(Service(

@@ -142,3 +142,49 @@ def test_tabbyapi_split_that_overfills_a_card_fails(tmp_path):
               context_tokens=8192, kv_cache_type="q4_0", gpu_split_gb=[30, 10])
     hits = [d for d in r.diagnostics if d.rule.startswith("memory-fit")]
     assert hits and "gpu0" in json.dumps([h.message for h in hits])
+
+
+# ------------------------------------------------------------------ vLLM pipeline stages
+
+
+def test_vllm_default_partition_is_vllms_own():
+    # get_pp_indices: equal shares, the remainder to the stages before the last
+    assert sizing.vllm_default_partition(80, 3) == [27, 27, 26]
+    assert sizing.vllm_default_partition(32, 3) == [11, 11, 10]
+    assert sizing.vllm_default_partition(62, 4) == [15, 16, 16, 15]
+
+
+def unequal_vllm(tmp_path, **extra):
+    rig = {**RIG, "nodes": [{"name": "box", "memory_gib": 128, "gpus": [
+        {"id": "gpu0", "model": "rtx-4090"}, {"id": "gpu1", "model": "rtx-3060-12gb"}]}]}
+    d = {"name": "m", "model": "llama-3.1-8b", "format": "fp16", "stack": "vllm", "tensor_parallel": 1,
+         "pipeline_parallel": 2, "context_tokens": 8192, "placement": [{"node": "box"}], **extra}
+    spec = tmp_path / "rig.yaml"
+    spec.write_text(yaml.safe_dump({**rig, "serve": [d]}))
+    r = check_file(str(spec))
+    return r, sizing.fit(r.context, r.context.rig.serve[0])
+
+
+def test_vllm_pipeline_over_unequal_gpus_deals_layers_by_room(tmp_path):
+    r, f = unequal_vllm(tmp_path)
+    big, small = f.devices
+    # 16 GB of FP16 weights: split 16/16 layers the 12 GB card cannot hold its half plus the lm_head;
+    # dealt by room the 24 GB card takes more layers and both fit
+    assert big.layers > small.layers and big.layers + small.layers == 32
+    assert big.weights_gib > small.weights_gib and f.fits
+    assert f.pp_layers == [big.layers, small.layers] and f.pp_partition_env
+    plan = build_plan(r.context)
+    (srv,) = [s for d in plan.deployments for s in d.services if s.role == "server"]
+    assert srv.env["VLLM_PP_LAYER_PARTITION"] == f"{big.layers},{small.layers}"
+
+
+def test_vllm_pipeline_stages_hold_embeddings_and_head(tmp_path):
+    rig_equal = {**RIG}
+    d = {"name": "m", "model": "llama-3.1-8b", "format": "fp16", "stack": "vllm", "tensor_parallel": 1,
+         "pipeline_parallel": 2, "context_tokens": 8192, "placement": [{"node": "box"}]}
+    spec = tmp_path / "rig.yaml"
+    spec.write_text(yaml.safe_dump({**rig_equal, "serve": [d]}))
+    r = check_file(str(spec))
+    f = sizing.fit(r.context, r.context.rig.serve[0])
+    assert [d.layers for d in f.devices] == [16, 16] and not f.pp_partition_env
+    assert abs(sum(d.weights_gib for d in f.devices) - f.weights_gib) < 1e-6
