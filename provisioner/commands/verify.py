@@ -14,7 +14,9 @@ def register(sub) -> None:
         "verify", help="check live hosts against the spec: services, ports, endpoints, GPUs",
         description="Run rigctl's testinfra suites over SSH on every node: planned services active and enabled, "
                     "ports bound where planned, each endpoint's health route and a real completion, and the "
-                    "GPUs (count, model, memory, PCIe link, power cap, NVLink, driver) probed through NVML. "
+                    "GPUs (count, model, memory, PCIe link, power cap, NVLink, driver) probed through NVML, and the "
+                    "memory each llama.cpp/vLLM engine reports at load (its service log) against the plan, per "
+                    "device (table on stderr; finding verify-memory beyond max(25 %, 64 MiB)). "
                     "Every difference is a diagnostic at its place in the spec. Exit 0 clean, 1 findings, "
                     "2 unreadable spec or inventory.")
     p.add_argument("spec", help="rig spec file")
@@ -65,6 +67,8 @@ def run(args) -> int:
         return EXIT_USAGE
     if args.verbose:
         sys.stderr.write(result.log)
+    for table in result.memory_tables:  # stderr: stdout is the report (text, JSON, SARIF)
+        sys.stderr.write(table)
     diags = [load.locate(d) for d in result.diagnostics]
     c = result.counts
     sys.stderr.write(f"rigctl verify: {', '.join(result.hosts) or 'no hosts'}: {c.get('passed', 0)} checks passed, "

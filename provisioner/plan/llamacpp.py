@@ -24,7 +24,11 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
     n_ctx = (fit.context_tokens if fit else dep.context_tokens or 4096) * dep.parallel_sequences
     argv = ["llama-server", "--model", model_path(dep), "--ctx-size", str(n_ctx),
             "--parallel", str(dep.parallel_sequences), "--n-gpu-layers", "999",
-            "--host", dep.bind, "--port", str(port)]
+            "--host", dep.bind, "--port", str(port),
+            # libllama's INFO lines (the per-device "model/KV/compute buffer size" that
+            # `rigctl verify` compares with the plan) are verbosity 4 in common/log.cpp
+            # common_log_get_verbosity; the default threshold 3 drops them
+            "--log-verbosity", "4"]
     services: list[Service] = []
     rpc_endpoints = []
     for w in workers:

@@ -23,6 +23,7 @@ from ..rules.context import Context
 from .drift import facts_diagnostics, unreachable
 from .expect import gpu_expected
 from .inventory import Inventory, InventoryHost, effective_inventory
+from .memory_check import check_memory
 from .ssh import SshSession
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -37,6 +38,7 @@ class VerifyResult:
     counts: dict = field(default_factory=dict)  # passed / failed / skipped / error
     seconds: float = 0.0
     log: str = ""  # pytest's own output, for --verbose
+    memory_tables: list[str] = field(default_factory=list)  # plan vs engine memory, one per deployment
 
 
 def _placement_path(ctx: Context, di: int, node: str) -> tuple:
@@ -180,8 +182,14 @@ def run_verify(ctx: Context, plan: Plan, inventory: Inventory | str | None, ssh_
         if proc.returncode not in (0, 1) or not os.path.exists(res):  # 0 all passed, 1 some failed
             raise RuntimeError(f"verify suites did not run (pytest exit {proc.returncode}):\n{log[-4000:]}")
         results = json.loads(Path(res).read_text(encoding="utf-8"))
+        # the engine's own memory figures at load, against the plan, where its service is up
+        down = {checks.meta[r["id"]]["host"] for r in results if r["outcome"] not in ("passed", "skipped")
+                and checks.meta.get(r["id"], {}).get("kind") in ("reachable", "service")}
+        modes = {(h.name, s.name): _deploy_mode(h, s) for h in hosts for s in plan.services_on(h.name)}
+        memory = check_memory(ctx, plan, session, {h.name: h for h in hosts}, modes, down)
     counts: dict[str, int] = {}
     for r in results:
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
-    diags += _diagnostics(ctx, checks, results)
-    return VerifyResult(diags, sorted(names & {h.name for h in hosts}), counts, time.monotonic() - t0, log)
+    diags += _diagnostics(ctx, checks, results) + memory.diagnostics
+    return VerifyResult(diags, sorted(names & {h.name for h in hosts}), counts, time.monotonic() - t0, log,
+                        memory.tables)
