@@ -228,3 +228,54 @@ def test_lab_journal_against_the_lab_plan(tmp_path):
                                                                                       "head_dim: 8192\n"), tmp_path)
     rows = el.compare(wrong.deployments[0].fit, m, names)
     assert rows[0].off == ["kv"]
+
+
+class _FakeSession:
+    """Stands in for the SSH session only: answers run_python with a recorded journal."""
+
+    def __init__(self, answer: dict):
+        self.answer, self.calls = answer, []
+
+    def run_python(self, name, code, args, **kw):
+        self.calls.append((name, args))
+        return self.answer
+
+
+def _lab_ctx_plan():
+    from provisioner.check import check_file
+    from provisioner.plan import build_plan
+
+    ctx = check_file(str(LAB_SPEC)).context
+    return ctx, build_plan(ctx)
+
+
+def _hosts():
+    from provisioner.verify.inventory import InventoryHost
+
+    return {n: InventoryHost(n, a, "root") for n, a in (("h1", "10.213.0.11"), ("h2", "10.213.0.12"))}
+
+
+def test_check_memory_reads_the_head_unit_and_tables_it():
+    from provisioner.verify.memory_check import check_memory
+
+    ctx, plan = _lab_ctx_plan()
+    text = read("llamacpp-0.3.36-lab-journal.log").replace("10.223.0.", "10.213.0.")
+    s = _FakeSession({"text": text, "command": "journalctl ..."})
+    rep = check_memory(ctx, plan, s, _hosts(), {}, set())
+    assert s.calls == [("h1", {"unit": "rigctl-tiny", "mode": "native", "max_lines": 20000})]
+    assert rep.diagnostics == [] and "RPC0[10.213.0.12:50052]" in rep.tables[0]
+    # a part of the deployment down (h2's rpc-server): not compared, that part has its finding
+    assert check_memory(ctx, plan, _FakeSession({"text": text}), _hosts(), {}, {"h2"}).tables == []
+
+
+def test_check_memory_warns_when_the_log_has_no_load_lines():
+    from provisioner.verify.memory_check import check_memory
+
+    ctx, plan = _lab_ctx_plan()
+    rep = check_memory(ctx, plan, _FakeSession({"text": "0.00.027 I srv  llama_server: model loaded\n"}),
+                       _hosts(), {}, set())
+    (d,) = rep.diagnostics
+    assert d.rule == "verify-engine-log[h1]" and d.severity.value == "warning" and d.path == ("serve", 0, "model")
+    assert "--log-verbosity 4" in d.hint
+    rep = check_memory(ctx, plan, _FakeSession({"error": "journalctl: not found"}), _hosts(), {}, set())
+    assert [d.rule for d in rep.diagnostics] == ["verify-engine-log[h1]"]
