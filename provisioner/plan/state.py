@@ -61,6 +61,10 @@ def service_hash(svc: Service) -> str:
         "secret_env": svc.secret_env, "ipc_host": svc.ipc_host, "shm_size": svc.shm_size,
         "model_path": svc.model_path,
     }
+    # what a service runs from: its image, its llama.cpp build, its volumes (only when set, so
+    # the hash of a service without them stays what it was)
+    keyed.update({k: v for k, v in (("image", svc.image), ("engine", svc.engine), ("volumes", svc.volumes),
+                                    ("state_mounts", svc.state_mounts)) if v})
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 

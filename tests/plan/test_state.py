@@ -143,3 +143,20 @@ serve:
     dep = json.loads(out)["deployments"][0]
     assert dep["model_file"]["block_count"] == 2
     assert dep["fit"]["weights_gib"] == round(dep["model_file"]["weights_bytes"] / 2**30, 3)
+
+
+def test_a_new_image_or_engine_build_is_an_update(root=None):
+    """The image (serve[].image) and the llama.cpp build a service runs from restart it when they change."""
+    import copy
+
+    from provisioner.plan.model import Service
+    from provisioner.plan.state import service_hash
+
+    base = Service(deployment="d", node="n", role="server", stack="vllm", name="rigctl-d", argv=["vllm", "serve"],
+                   image="docker.io/vllm/vllm-openai:v0.30.0", volumes={"hf-cache": "/root/.cache/huggingface"})
+    other = copy.deepcopy(base)
+    other.image = "docker.io/vllm/vllm-openai:v0.31.0"
+    assert service_hash(base) != service_hash(other)
+    built = copy.deepcopy(base)
+    built.engine = {"kind": "build", "key": "abc"}
+    assert service_hash(built) != service_hash(base)
