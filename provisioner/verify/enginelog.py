@@ -221,7 +221,7 @@ def table(deployment: str, engine: EngineMemory, rows: list[Row]) -> str:
     head = (f"memory of {deployment}: plan vs {engine.engine} at load (MiB; tolerance "
             f"max({TOLERANCE_FRACTION:.0%}, {TOLERANCE_FLOOR_MIB:.0f} MiB))")
     cols = [("device", "engine device", "plan weights", "engine weights", "plan KV", "engine KV",
-             "engine compute", "")]
+             "engine compute", "check")]
     for r in rows:
         e = r.engine
         verdict = ("no such device in the log" if "missing" in r.off else

@@ -72,6 +72,7 @@ def test_default_verbosity_log_has_no_buffer_lines():
 @pytest.mark.parametrize("buf, key", [
     ("RPC1[10.0.0.12:50052]", "RPC1[10.0.0.12:50052]"), ("CUDA0", "CUDA0"), ("CUDA_Host", "host"),
     ("CPU_Mapped", "host"), ("CPU_REPACK", "host"), ("CPU", "host"), ("ROCm1", "ROCm1"), ("MTL0", "MTL0"),
+    ("MTL0_Mapped", "MTL0"), ("Metal", "Metal0"), ("Vulkan_Host", "host"),
 ])
 def test_buffer_names_map_to_devices(buf, key):
     assert el.device_key(buf) == key
