@@ -117,10 +117,15 @@ def bits_per_weight(ctx, dep: Deployment) -> float | None:
 
 
 def weights_gib(ctx, dep: Deployment) -> float | None:
-    """Weights of the whole model in GiB: the real file when known, else params x bpw / 8."""
+    """Weights of the whole model in GiB: the real file when known, else the source's stated
+    size, else params x bpw / 8."""
     facts = ctx.model_files.get(dep.name)
     if facts and facts.get("weights_bytes"):
         return facts["weights_bytes"] / GIB
+    if dep.source is not None and dep.source.size_bytes:
+        # the size the spec says the download has: per-tensor types of dynamic quantizations
+        # ("UD", most MoE GGUFs) are in it, which no flat bits-per-weight figure is
+        return dep.source.size_bytes / GIB
     model = ctx.model(dep)
     bpw = bits_per_weight(ctx, dep)
     if model is None or bpw is None:
@@ -496,15 +501,50 @@ def vllm_layout(ctx, dep: Deployment, n_gpus: int) -> tuple[int, int]:
     return tp, pp
 
 
+# CUDA graphs vLLM captures after sizing the KV cache (its log: "Graph capturing finished ...
+# took X GiB", typically a few hundred MiB to ~1 GiB per rank): an assumed figure per rank, used
+# only for releases that do not count them under --gpu-memory-utilization
+VLLM_CUDA_GRAPH_GIB = 0.75
+# "CUDA graph memory profiling is enabled (default since v0.21.0)": from that release the
+# profiler counts the graphs inside the utilization share (vllm/v1/worker/gpu_worker.py,
+# determine_available_memory, https://github.com/vllm-project/vllm/blob/v0.30.0/vllm/v1/worker/gpu_worker.py)
+VLLM_GRAPHS_PROFILED_SINCE = (0, 21)
+
+
+def vllm_image_version(dep: Deployment) -> tuple[int, int] | None:
+    """(major, minor) of a vLLM image tag such as vllm/vllm-openai:v0.10.2 (None: no image or no version)."""
+    if not dep.image:
+        return None
+    import re
+
+    m = re.search(r":v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+.][A-Za-z0-9._-]*)?(?:@|$)", dep.image)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def _fit_vllm(ctx, dep, model, w_total, devices, ctx_tokens, kv) -> Fit:
     tp, pp = vllm_layout(ctx, dep, len(devices))
     hid = hidden_size(model)
-    activation = VLLM_BATCHED_TOKENS * (hid * 16 + model.vocab_size * 4) / GIB / tp
+    # the profiling run's peak: the residual stream and hidden states are whole on every rank
+    # (row-parallel outputs are all-reduced to the full width), the logits are vocab-parallel;
+    # only the sharded part shrinks with more ranks, so more TP does not always fit better
+    activation = VLLM_BATCHED_TOKENS * (hid * 16 + model.vocab_size * 4 / tp) / GIB
+    version = vllm_image_version(dep)
+    old_graphs = version is not None and version < VLLM_GRAPHS_PROFILED_SINCE
+    if old_graphs:
+        # an older image captures its CUDA graphs on top of the utilization share: that share
+        # plus the graphs must fit in the card
+        for d in devices:
+            if d.gpu_id is not None:
+                d.capacity_gib -= VLLM_CUDA_GRAPH_GIB
     requested = dep.context_tokens or model.max_context
     f = _fit_tensor(dep, model, w_total, devices, requested, kv if kv != "q8_0" else "fp8",
                     overhead=VLLM_BASE_OVERHEAD_GIB + CUDA_CONTEXT_GIB + activation, tp=tp, pp=pp,
                     util=dep.gpu_memory_utilization)
     f.mode = "tensor" if tp > 1 else ("pipeline" if pp > 1 else "single")
+    if old_graphs:
+        f.notes.append(f"image {dep.image}: vLLM {version[0]}.{version[1]} captures CUDA graphs outside "
+                       f"--gpu-memory-utilization (counted inside from v0.21); ~{VLLM_CUDA_GRAPH_GIB} GiB per GPU "
+                       "is kept free above the share")
     if pp > 1 and len(f.devices) == tp * pp:
         _vllm_stages(f, model, w_total, requested, kv if kv != "q8_0" else "fp8", tp, pp)
     if dep.context_tokens is None and f.max_context_tokens is not None:

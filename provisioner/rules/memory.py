@@ -34,6 +34,15 @@ def memory_fit(ctx):
         if f is None:
             continue
         base = ("serve", i)
+        node = ctx.node(f.host_node) if f.host_kv_gib and f.host_node else None
+        if node is not None and node.memory_gib:
+            room = node.memory_gib - max(1.0, 0.1 * node.memory_gib)
+            if f.host_kv_gib > room:
+                yield memory_fit.finding(
+                    f"{_name(ctx, dep)}: the KV cache kept in system RAM (kv_offload: false / --no-kv-offload) takes "
+                    f"{f.host_kv_gib:.1f} GiB ({f.context_tokens:,} tokens x {f.parallel} seq), more than the "
+                    f"{room:.1f} GiB node {node.name} leaves beside the OS", base + ("kv_offload",), tag="host-kv",
+                    hint="lower the context, quantize the cache, or keep the cache on the GPUs")
         for d in f.overflowing:
             room_for_weights = d.capacity_gib - d.overhead_gib
             kvdesc = f"KV {d.kv_gib:.1f} GiB ({f.context_tokens:,} tokens x {f.parallel} seq, {f.kv_type})"

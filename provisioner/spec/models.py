@@ -416,6 +416,9 @@ class ModelSource(Strict):
                             description="an http(s) URL of one model file, downloaded on the host (needs sha256)")
     sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="sha256 of the file at url")
     path: AbsPath | None = Field(None, description="a model file or directory already on the host (e.g. a mounted share)")
+    size_bytes: int | None = Field(None, ge=1, le=1 << 50, description="total bytes of the weights files (the sizes the "
+                                   "repository's Files tab lists): sizes dynamic and mixed quantizations (\"UD\", most "
+                                   "MoE GGUFs) as they are, not with the format's flat bits per weight")
     token: SecretRef | None = Field(None, description="Hugging Face access token (env, file or vault reference), "
                                     "for gated or private repositories; alone (no hf, url or path): the token "
                                     "vLLM or Petals use to download the model's repository themselves")
@@ -446,6 +449,8 @@ class ModelSource(Strict):
                 raise ValueError("a url source needs its sha256 (`sha256sum FILE`): the download is verified with it")
         elif self.sha256 is not None:
             raise ValueError("sha256 belongs to a url source (Hugging Face publishes its own checksums)")
+        if self.size_bytes is not None and not given:
+            raise ValueError("size_bytes is the size of the files rigctl takes: give it with hf, url or path")
         if self.token is not None and (self.url is not None or self.path is not None):
             raise ValueError("token is the Hugging Face access token: give it with an hf source, or alone")
         return self

@@ -188,3 +188,9 @@ def test_vllm_pipeline_stages_hold_embeddings_and_head(tmp_path):
     f = sizing.fit(r.context, r.context.rig.serve[0])
     assert [d.layers for d in f.devices] == [16, 16] and not f.pp_partition_env
     assert abs(sum(d.weights_gib for d in f.devices) - f.weights_gib) < 1e-6
+
+
+def test_host_kv_cache_larger_than_ram_is_a_finding(tmp_path):
+    r = check(tmp_path, context_tokens=131072, parallel_sequences=8, kv_offload=False)
+    hits = [d for d in r.diagnostics if d.rule == "memory-fit[host-kv]"]
+    assert hits and "128" not in hits[0].path and hits[0].path[-1] == "kv_offload"
