@@ -42,12 +42,15 @@ def test_fp8_bits_follow_the_checkpoint_layout(tmp_path):
 
 
 def test_vllm_per_rank_overhead_does_not_shrink_with_tensor_parallel(tmp_path):
-    _, ctx, dep = ctx_dep(tmp_path, model="llama-3.1-70b", tensor_parallel=4, context_tokens=8192,
-                          placement=[{"node": "box"}])
-    f4 = sizing.fit(ctx, dep)
-    replicated = sizing.VLLM_BATCHED_TOKENS * 8192 * 16 / sizing.GIB  # hidden states on every rank
     fixed = sizing.VLLM_BASE_OVERHEAD_GIB + sizing.CUDA_CONTEXT_GIB
-    assert f4.devices[0].overhead_gib - fixed >= replicated
+    peaks = {}
+    for tp in (2, 4):
+        _, ctx, dep = ctx_dep(tmp_path, model="llama-3.1-70b", tensor_parallel=tp, context_tokens=8192,
+                              placement=[{"node": "box", "gpus": [f"gpu{i}" for i in range(tp)]}])
+        peaks[tp] = sizing.fit(ctx, dep).devices[0].overhead_gib - fixed
+    # the hidden states are whole on every rank: doubling the ranks does not halve the peak
+    assert peaks[4] > 0.6 * peaks[2]
+    assert peaks[4] >= sizing.VLLM_BATCHED_TOKENS * 8192 * 16 / sizing.GIB
 
 
 def test_old_vllm_image_keeps_room_for_cuda_graphs(tmp_path):
@@ -75,4 +78,4 @@ def test_source_size_sizes_a_dynamic_quantization(tmp_path):
 
 def test_size_without_a_source_file_is_refused(tmp_path):
     r, _, _ = ctx_dep(tmp_path, format="q4_k_m", stack="vllm", source={"token": {"env": "HF_TOKEN"}, "size_bytes": 5})
-    assert any("size_bytes" in d.message for d in r.diagnostics)
+    assert any("give it with hf, url or path" in d.message for d in r.diagnostics)

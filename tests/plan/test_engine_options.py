@@ -137,9 +137,10 @@ def test_tabbyapi_gpu_split_is_gb_caps_filled_in_order(tmp_path):
 
 
 def test_tabbyapi_split_that_overfills_a_card_fails(tmp_path):
-    # 30 GB of a 35 GB model on a 24 GB card: read as proportions (30:10) it passed
+    # a 25 GB cap on a 24 GB card for a 35 GB model: read as proportions (25:15) the card held 22 GB
+    # and it passed; filled in order it takes 25 GB of weights plus its cache
     r = check(tmp_path, model="llama-3.3-70b", format="exl2", bits_per_weight=4.0, stack="tabbyapi",
-              context_tokens=8192, kv_cache_type="q4_0", gpu_split_gb=[30, 10])
+              context_tokens=8192, kv_cache_type="q4_0", gpu_split_gb=[25, 15])
     hits = [d for d in r.diagnostics if d.rule.startswith("memory-fit")]
     assert hits and "gpu0" in json.dumps([h.message for h in hits])
 
