@@ -130,7 +130,7 @@ class Progress:
         return Update(host, task, status, self.play, hidden=hidden)
 
 
-def reason(res: dict, limit: int = 400) -> str:
+def reason(res: dict, limit: int = 900) -> str:
     """The one-line why of a failed result (loop items included)."""
     parts = []
     for item in [res] + [r for r in res.get("results", []) if isinstance(r, dict) and r.get("failed")]:
