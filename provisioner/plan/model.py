@@ -62,6 +62,9 @@ class Service:
     # container: host directory -> path inside, mounted read-write, created (0700) by the stack's role
     # before start: state the engine writes and must find again after re-creation (Petals DHT identity)
     state_mounts: dict[str, str] = field(default_factory=dict)
+    # container: the compose service (same project) whose PID namespace this one joins. vLLM's
+    # multi-node server: a Ray driver finds its node's raylet by scanning the process table
+    pid_service: str | None = None
     # llama.cpp: the build, image or release the service runs (plan/engines.py); None elsewhere
     engine: dict | None = None
 

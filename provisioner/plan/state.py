@@ -64,7 +64,7 @@ def service_hash(svc: Service) -> str:
     # what a service runs from: its image, its llama.cpp build, its volumes (only when set, so
     # the hash of a service without them stays what it was)
     keyed.update({k: v for k, v in (("image", svc.image), ("engine", svc.engine), ("volumes", svc.volumes),
-                                    ("state_mounts", svc.state_mounts)) if v})
+                                    ("state_mounts", svc.state_mounts), ("pid_service", svc.pid_service)) if v})
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 

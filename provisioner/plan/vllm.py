@@ -33,9 +33,13 @@ RAY_DASHBOARD_AGENT_LISTEN_PORT = 6385  # Ray's default 52365 lies in Linux's ep
 RAY_MIN_WORKER_PORT, RAY_MAX_WORKER_PORT = 10002, 19999  # Ray's documented default range, made explicit
 # Ray's session directory (sockets of the raylet and object store, the session's files). A
 # driver (`vllm serve`) must see the local raylet's socket there: ray.init() reaches the GCS
-# over TCP, then connects to <session>/sockets/raylet and aborts when it is missing. The head
-# and the server share it through one named volume (with host networking and ipc: host, the
-# two containers then see one Ray node). https://docs.ray.io/en/latest/ray-core/configure.html
+# over TCP, then connects to <session>/sockets/raylet and aborts when it is missing. It finds
+# that raylet by scanning the process table for raylet's --node_id (Ray 2.60
+# ray/_private/services.py find_node_ids, get_node_to_connect_for_driver: "No node info found
+# matching attributes"). So the server shares the head's session directory through one named
+# volume and joins the head's PID namespace (pid: service:<head>); with host networking and
+# ipc: host the two containers then see one Ray node, as vLLM's recipe (`vllm serve` run in
+# the head's container) does. https://docs.ray.io/en/latest/ray-core/configure.html
 RAY_SESSION_DIR = "/tmp/ray"
 # formats vLLM can produce from the BF16 checkpoint at load time; v0.30.0 has no bitsandbytes
 # method (vllm/model_executor/layers/quantization/__init__.py), so nf4 is refused by stack-format
@@ -121,7 +125,8 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
         gpus=[pg.gpu.id for pg in head_gpus], gpu_indices=[pg.gpu_index for pg in head_gpus],
         gpu_uuids=[pg.gpu.uuid for pg in head_gpus if pg.gpu.uuid], health_path="/health",
         model_path=model_ref if local else None, model_source=dep.model_file, model_fetch=model_fetch(dep),
-        secret_env=secret_env, ipc_host=True, volumes=dict(session)))
+        secret_env=secret_env, ipc_host=True, volumes=dict(session),
+        pid_service=f"rigctl-{dep.name}-ray-head" if multi else None))
     return services
 
 

@@ -89,7 +89,7 @@ def service_values(rig: str, svc: Service, secrets: list[dict], offline: bool, s
         "env_files": [s["path"] for s in secrets if s["format"] == "env"],
         "volumes": binds + [f"{compose_name(name, 'volume name')}:{bind_path(path)}"
                             for name, path in sorted(svc.volumes.items())],
-        "gpu_ids": ids, "ipc_host": svc.ipc_host, "shm_size": None if svc.ipc_host else svc.shm_size,
+        "gpu_ids": ids, "pid_service": svc.pid_service, "ipc_host": svc.ipc_host, "shm_size": None if svc.ipc_host else svc.shm_size,
         "health": healthcheck(svc, entry), "interval_s": entry.get("interval_s", 10),
         "start_period_s": entry.get("start_period_s", 300), "timeout_s": HEALTH_TIMEOUT_S,
         "retries": HEALTH_RETRIES, "depends_on": after,

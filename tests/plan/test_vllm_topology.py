@@ -39,6 +39,8 @@ def test_multinode_server_shares_the_ray_session_directory_with_the_head():
         assert mount.split(":")[0] in head_host["volumes"]
         assert head["network_mode"] == server["network_mode"] == "host"
         assert head["ipc"] == server["ipc"] == "host"
+        # Ray 2.60's driver finds its raylet in the process table: the server joins the head's PID namespace
+        assert server["pid"] == "service:" + next(k for k in svcs if k.endswith("-ray-head"))
         assert server["depends_on"] == {next(k for k in svcs if k.endswith("-ray-head")): {"condition": "service_healthy"}}
 
 
