@@ -303,6 +303,14 @@ def fit(ctx, dep: Deployment, context_tokens: int | None = None) -> Fit | None:
         if single is not None:
             return single
     f = _fit_layers(dep, model, w_total, devices, ctx_tokens, kv)
+    if f.host_kv_gib and f.max_context_tokens is not None:
+        # the cache in system RAM bounds the context instead of the GPUs
+        node = ctx.node(f.host_node) if f.host_node else None
+        if node is not None and node.memory_gib:
+            room = node.memory_gib - max(1.0, 0.1 * node.memory_gib)
+            per_ctx = f.host_kv_gib / max(f.context_tokens, 1)
+            if per_ctx > 0:
+                f.max_context_tokens = min(f.max_context_tokens, int(room / per_ctx))
     better = best_order(dep, model, w_total, devices, ctx_tokens, kv, f)
     if better is not None:
         order, best = better

@@ -334,6 +334,8 @@ def _layout(f) -> str:
         return f" (tensor parallel {f.tensor_parallel}{pp})"
     if f.pipeline_parallel > 1:
         return f" (pipeline parallel {f.pipeline_parallel})"
+    if n > 1 and f.mode == "row":
+        return f" (row split over {n} GPUs)"
     if n > 1:
         return f" (layer split over {n} devices)"
     return ""

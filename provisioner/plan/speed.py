@@ -557,7 +557,9 @@ def bottleneck(ctx, dep: Deployment, fit: Fit, terms: list[Term]) -> str:
             text += f"; {cpu[0].layers} layers in system RAM take {share:.0%} of each token"
     elif main == "allreduce":
         label = next(t.label for t in terms if t.kind == "allreduce")
-        text = f"all-reduce between tensor-parallel GPUs over {label}, twice per layer"
+        text = (f"gathering each split matrix product on the main GPU, {label}, {ROW_MATMULS_PER_LAYER} per layer"
+                if label.startswith("row split") else
+                f"all-reduce between tensor-parallel GPUs over {label}, twice per layer")
     elif main == "network":
         gbs, lat = _network(ctx)
         text = f"network round trips between nodes ({lat:.0f} µs each, {gbs * 8:.0f} Gbit/s) on every token"

@@ -60,6 +60,8 @@ def test_no_kv_offload_moves_the_cache_to_system_ram(tmp_path):
     ctx, dep, off = fit_of(tmp_path, context_tokens=65536, kv_offload=False)
     assert gpu_kv(off) == 0 and abs(off.host_kv_gib - gpu_kv(on_gpu)) < 1e-9
     assert off.max_context_tokens > on_gpu.max_context_tokens
+    # the node's 128 GB of RAM bound it: 32 layers x 8 heads x 128 x 2 x 2 bytes = 128 KiB a token
+    assert off.max_context_tokens == int((128 - 12.8) / (off.host_kv_gib / 65536))
     assert "--no-kv-offload" in argv_of(tmp_path, context_tokens=65536, kv_offload=False)
     # the CPU reads the cache: decode is slower than with the cache on the GPUs
     assert speed.estimate(ctx, dep, off).decode_tps_high < speed.estimate(*fit_of(tmp_path, context_tokens=65536)).decode_tps_high
