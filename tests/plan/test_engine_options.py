@@ -197,3 +197,10 @@ def test_host_kv_cache_larger_than_ram_is_a_finding(tmp_path):
     r = check(tmp_path, context_tokens=131072, parallel_sequences=8, kv_offload=False)
     hits = [d for d in r.diagnostics if d.rule == "memory-fit[host-kv]"]
     assert hits and "128" not in hits[0].path and hits[0].path[-1] == "kv_offload"
+
+
+def test_catalog_gemma_3_carries_its_sliding_window(tmp_path):
+    _, _, f = fit_of(tmp_path, model="gemma-3-4b", context_tokens=131072)
+    # 5 of 34 layers (il % 6 == 5) keep 131072 cells, 29 keep 1024 + 512
+    per_cell = 4 * 256 * 2 * 2 / 2**30
+    assert abs(gpu_kv(f) - per_cell * (5 * 131072 + 29 * 1536)) < 1e-6
