@@ -23,26 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..plan.engines import COMMON_ARGS
+
 #: llama-cpp-python release whose vendored llama.cpp is built.
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 
 #: Names of the binaries in the returned bin dir, whatever upstream calls them.
 BINARIES = ("llama-server", "rpc-server")
 
-CMAKE_FLAGS = (
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_RPC=ON",
-    "-DGGML_NATIVE=OFF",
-    "-DBUILD_SHARED_LIBS=OFF",
-    "-DLLAMA_CURL=OFF",
-    "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_TOOLS=ON",
-    "-DLLAMA_BUILD_SERVER=ON",
-    "-DLLAMA_BUILD_UI=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=OFF",  # would download the web UI from Hugging Face
-)
+# the flags every rigctl llama.cpp build shares (one list, with the CUDA build's in plan/engines.py)
+CMAKE_FLAGS = COMMON_ARGS
 
 # upstream target name -> our name; the first target that exists wins
 _TARGETS = {

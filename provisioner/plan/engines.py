@@ -46,7 +46,7 @@ CUDA_TOOLKIT = "12-9"
 
 LLAMACPP_STACKS = frozenset({"llamacpp", "llamacpp-rpc"})
 
-#: flags of every build: the lab's CPU build flags (provisioner/lab/llamacpp.py CMAKE_FLAGS)
+#: flags of every build, the lab's CPU build included (provisioner/lab/llamacpp.py uses this list)
 COMMON_ARGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_RPC=ON",
@@ -59,7 +59,7 @@ COMMON_ARGS = (
     "-DLLAMA_BUILD_TOOLS=ON",
     "-DLLAMA_BUILD_SERVER=ON",
     "-DLLAMA_BUILD_UI=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",  # would download the web UI from Hugging Face
 )
 #: added for the CUDA build (ggml/CMakeLists.txt options; ggml/src/ggml-cuda/CMakeLists.txt)
 CUDA_ARGS = (
