@@ -73,7 +73,7 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
           on_update: Callable[[Update], None] | None = None,
           envvars: dict[str, str] | None = None, catalog_files: list[str] = ()) -> ApplyResult:
     """Validate, render, lock, confirm, run. ``confirm(prepared)`` is asked unless ``yes``."""
-    from ..render import InventoryError, render_project, write
+    from ..render import InventoryError, write
     from ..render.prepare import prepare
 
     t0 = time.monotonic()
@@ -95,13 +95,9 @@ def apply(spec: str, inventory: str | None = None, check: bool = False, diff: bo
         return ApplyResult("invalid", EXIT_FINDINGS, f"not applying {spec}: container images are missing",
                            diagnostics=image_diags)
     rig = prep.ctx.rig.name
-    if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
-        nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
-        return ApplyResult("usage", EXIT_USAGE, f"--limit {limit}: not a node of rig {rig} (nodes: {nodes})")
-    try:
-        files = render_project(prep.ctx, prep.plan, prep.overrides)
-    except InventoryError as exc:
-        return ApplyResult("usage", EXIT_USAGE, str(exc))
+    files = _rendered_for(prep, limit)
+    if isinstance(files, ApplyResult):
+        return files
     base = rig_dir(spec)
     try:
         with RigLock(base / f"apply-{rig}.lock"):
@@ -152,7 +148,7 @@ def destroy(spec: str, inventory: str | None = None, yes: bool = False, *, remov
     manifest, then rigctl's own units, firewall table, files and user). Only the spec's
     nodes and how to reach them matter: what is removed comes from the hosts. A spec with
     errors in its deployments can still be destroyed as long as it loads and renders."""
-    from ..render import InventoryError, render_project
+    from ..render import InventoryError
     from ..render.prepare import prepare
 
     t0 = time.monotonic()
@@ -166,13 +162,9 @@ def destroy(spec: str, inventory: str | None = None, yes: bool = False, *, remov
         return ApplyResult("invalid", EXIT_FINDINGS, f"not destroying {spec}: the spec has {len(prep.errors)} error(s) "
                            "(destroy renders the rig's inventory from it)", diagnostics=prep.check.diagnostics)
     rig = prep.ctx.rig.name
-    if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
-        nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
-        return ApplyResult("usage", EXIT_USAGE, f"--limit {limit}: not a node of rig {rig} (nodes: {nodes})")
-    try:
-        files = render_project(prep.ctx, prep.plan, prep.overrides)
-    except InventoryError as exc:
-        return ApplyResult("usage", EXIT_USAGE, str(exc))
+    files = _rendered_for(prep, limit)
+    if isinstance(files, ApplyResult):
+        return files
     base = rig_dir(spec)
     try:
         with RigLock(base / f"apply-{rig}.lock"):  # the same lock: no apply while the rig goes down
@@ -334,3 +326,16 @@ def _write_state(spec: str, plan, rig: str, model_facts: dict) -> Path:
     tmp.write_text(json.dumps(plan_state(plan, model_facts=model_facts), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _rendered_for(prep, limit: str | None):
+    """The rendered project of a prepared spec, or the usage result when --limit names no node
+    of the rig or the inventory cannot be rendered (apply and destroy share both checks)."""
+    from ..render import InventoryError, render_project  # render imports much: load it when used
+    if limit and limit not in {n.name for n in prep.ctx.rig.nodes}:
+        nodes = ", ".join(n.name for n in prep.ctx.rig.nodes)
+        return ApplyResult("usage", EXIT_USAGE, f"--limit {limit}: not a node of rig {prep.ctx.rig.name} (nodes: {nodes})")
+    try:
+        return render_project(prep.ctx, prep.plan, prep.overrides)
+    except InventoryError as exc:
+        return ApplyResult("usage", EXIT_USAGE, str(exc))
