@@ -28,7 +28,7 @@ import yaml
 from provisioner.escape import Unsafe
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN_DIR = "/var/lib/rigctl/bin"
+BIN_DIRS = ("/var/lib/rigctl/bin/", "/var/lib/rigctl/engines/")  # render.services BIN_DIR, ENGINES_DIR
 
 
 class ToolMissing(Exception):
@@ -97,7 +97,7 @@ def check_units(units: dict[str, str]) -> list[str]:
         paths = []
         for i, (name, text) in enumerate(sorted(units.items())):
             # the engine binaries exist only on the hosts; verify needs an executable
-            text = _EXEC.sub(lambda m: "ExecStart=/bin/true" if m.group(1).startswith(BIN_DIR) else m.group(0), text)
+            text = _EXEC.sub(lambda m: "ExecStart=/bin/true" if m.group(1).startswith(BIN_DIRS) else m.group(0), text)
             p = Path(d) / f"u{i}.service"  # the name may carry a payload; verify reads any
             p.write_text(text, encoding="utf-8")
             paths.append(str(p))

@@ -9,6 +9,10 @@ from pathlib import PurePosixPath
 from ..plan.model import Plan, Port, Service
 
 BIN_DIR = "/var/lib/rigctl/bin"
+# one directory per llama.cpp build (its plan key): an engine change installs beside the old
+# build instead of over it, so applying the previous spec points the unit back at a build that
+# is still there (the llama.cpp roles keep the builds in use plus rigctl_engine_keep_previous)
+ENGINES_DIR = "/var/lib/rigctl/engines"
 SECRETS_DIR = "/etc/rigctl/secrets"
 SERVICE_USER = "rigctl"
 # (stack, service role) -> inventory group (playbooks/VARIABLES.md); None = any role
@@ -82,6 +86,15 @@ def depends_on(svc: Service, plan: Plan) -> list[dict]:
             for s in d.services if s.role == "rpc-worker"]
 
 
+def host_binary(svc: Service) -> str:
+    """Absolute path of a native service's binary on its host."""
+    if svc.argv[0].startswith("/"):
+        return svc.argv[0]
+    if svc.engine and svc.engine.get("kind") == "build":
+        return f"{ENGINES_DIR}/{svc.engine['key']}/{svc.argv[0]}"
+    return f"{BIN_DIR}/{svc.argv[0]}"
+
+
 def service_vars(svc: Service, plan: Plan, model_source: str | None, image_archive: str | None = None,
                  node_os: str | None = None) -> dict:
     """The service dict roles read (Service.to_dict() plus render's keys, VARIABLES.md).
@@ -101,6 +114,7 @@ def service_vars(svc: Service, plan: Plan, model_source: str | None, image_archi
             d["launchd_label"] = launchd.label(svc)
         else:
             d["unit_src"] = unit_path(svc)
+            d["binary_dest"] = host_binary(svc)
     else:
         d["compose_src"] = compose_path(svc)
         d["compose_project"] = compose_project(svc)
@@ -118,8 +132,7 @@ def native_unit_values(svc: Service, secrets: list[dict]) -> dict:
     from .templating import systemd_word
 
     creds = {s["path"]: posixpath.basename(s["path"]) for s in secrets if s["format"] == "raw"}
-    binary = svc.argv[0] if svc.argv[0].startswith("/") else f"{BIN_DIR}/{svc.argv[0]}"
-    words = [systemd_word(binary)]
+    words = [systemd_word(host_binary(svc))]
     for arg in svc.argv[1:]:
         if arg in creds:
             words.append(systemd_word("${CREDENTIALS_DIRECTORY}/" + creds[arg], expand=True))

@@ -2,7 +2,9 @@
 
 Native (lab): examples/lab-cpu-rpc.yaml on this lab's net; a second apply runs no systemd
 daemon-reload on either host (read from the hosts' own journal: PID 1 logs "Reloading." for
-every reload); the deployment renamed (tiny -> tiny2) leaves no rigctl-tiny unit, secret or
+every reload); an engine change (a stand-in cmake flag gives the plan another build key)
+installs the new build beside the running one and applying the previous spec again points
+both units back at the old build, which was not copied again; the deployment renamed (tiny -> tiny2) leaves no rigctl-tiny unit, secret or
 firewall opening behind and tiny2 serves on the same port; moved (llama-server from h1 to
 h2, its rpc-server the other way) leaves nothing listening on h1's 8080 and h2 serves;
 `rigctl destroy --yes` leaves no rigctl unit, firewall table, listening port or manifest,
@@ -150,6 +152,52 @@ def test_native_apply_then_reapply_runs_no_daemon_reload(native, lab_shell):
     manifest = json.loads(lab_shell.out("h1", "cat /var/lib/rigctl/manifest.json"))
     assert [s["name"] for s in manifest["services"]] == ["rigctl-tiny"]
     assert lab_shell.out("h1", "stat -c %a /var/lib/rigctl/manifest.json") == "600"
+
+
+# A stand-in for a rigctl upgrade that changes the llama.cpp build: one more cmake flag gives the
+# plan another build key (the lab inventory's rigctl_artifacts_dir supplies the same binaries,
+# so nothing is compiled); what is real is everything the hosts do with the new key.
+ENGINE_BUMP = ("import runpy, sys; import provisioner.plan.engines as e; "
+               "e.COMMON_ARGS = [*e.COMMON_ARGS, '-DRIGCTL_LAB_ENGINE_BUMP=' + sys.argv.pop(1)]; "
+               "runpy.run_module('provisioner', run_name='__main__')")
+
+
+def apply_bumped(rig, bump: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-c", ENGINE_BUMP, bump, "apply", str(rig["spec"]), "-i", str(rig["inv"]),
+                        "--yes"], capture_output=True, text=True, timeout=600, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"apply failed ({r.returncode}):\n{(r.stdout + r.stderr)[-5000:]}"
+    return r
+
+
+def exec_start(shell, host: str, unit: str) -> str:
+    return shell.out(host, f"systemctl show -P ExecStart {unit}")
+
+
+def test_native_engine_change_keeps_the_previous_build_for_a_rollback(native, lab_shell):
+    engines = {h: set(lab_shell.out(h, "ls /var/lib/rigctl/engines").split()) - {"history.json"} for h in ("h1", "h2")}
+    (old,) = engines["h1"]
+    assert engines["h2"] == {old}
+    assert f"/var/lib/rigctl/engines/{old}/llama-server" in exec_start(lab_shell, "h1", "rigctl-tiny")
+    inode = lab_shell.out("h1", f"stat -c %i /var/lib/rigctl/engines/{old}/llama-server")
+    pid = lab_shell.out("h1", "systemctl show -P MainPID rigctl-tiny")
+
+    apply_bumped(native, "1")  # the new build goes beside the running one on both hosts
+    new = set(lab_shell.out("h1", "ls /var/lib/rigctl/engines").split()) - {"history.json", old}
+    assert len(new) == 1, new
+    (new,) = new
+    assert f"/var/lib/rigctl/engines/{new}/llama-server" in exec_start(lab_shell, "h1", "rigctl-tiny")
+    assert f"/var/lib/rigctl/engines/{new}/rpc-server" in exec_start(lab_shell, "h2", "rigctl-tiny-rpc")
+    assert lab_shell.out("h1", "systemctl show -P MainPID rigctl-tiny") != pid
+    assert completion(native["addresses"]["h1"], native["key"])["usage"]["completion_tokens"] > 0
+    for host in ("h1", "h2"):
+        assert {old, new} <= set(lab_shell.out(host, "ls /var/lib/rigctl/engines").split())
+
+    apply(native)  # the previous spec: its build is still on the hosts, the units point back at it
+    assert f"/var/lib/rigctl/engines/{old}/llama-server" in exec_start(lab_shell, "h1", "rigctl-tiny")
+    assert f"/var/lib/rigctl/engines/{old}/rpc-server" in exec_start(lab_shell, "h2", "rigctl-tiny-rpc")
+    assert lab_shell.out("h1", f"stat -c %i /var/lib/rigctl/engines/{old}/llama-server") == inode  # not re-sent
+    assert completion(native["addresses"]["h1"], native["key"])["usage"]["completion_tokens"] > 0
+    assert json.loads(lab_shell.out("h1", "cat /var/lib/rigctl/engines/history.json")) == [old, new]
 
 
 def test_native_rename_removes_the_old_unit_before_the_new_one_serves(native, lab_shell):

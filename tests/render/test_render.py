@@ -97,8 +97,13 @@ def test_lab_inventory_and_vars():
     h2 = load_ansible_yaml(files["inventory/host_vars/h2.yml"])
     assert h2["rigctl_firewall_rules"] == [{"port": 50052, "proto": "tcp", "scope": "subnet", "service": "rigctl-tiny-rpc"}]
     assert h2["rigctl_gpu_required"] is False
-    assert "ExecStart=/var/lib/rigctl/bin/rpc-server --host 10.213.0.12 --port 50052\n" in files["files/h2/rigctl-tiny-rpc.service"]
+    # the unit runs the binary from its build's own directory (a new engine lands beside it)
+    key = h2["rigctl_services"][0]["engine"]["key"]
+    assert h2["rigctl_services"][0]["binary_dest"] == f"/var/lib/rigctl/engines/{key}/rpc-server"
+    assert f"ExecStart=/var/lib/rigctl/engines/{key}/rpc-server --host 10.213.0.12 --port 50052\n" \
+        in files["files/h2/rigctl-tiny-rpc.service"]
     h1 = load_ansible_yaml(files["inventory/host_vars/h1.yml"])
+    assert h1["rigctl_services"][0]["binary_dest"] == f"/var/lib/rigctl/engines/{key}/llama-server"
     assert h1["rigctl_services"][0]["depends_on"] == [
         {"node": "h2", "service": "rigctl-tiny-rpc", "address": "10.213.0.12", "port": 50052}]
 
