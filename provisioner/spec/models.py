@@ -44,7 +44,7 @@ SSH_USER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}[$]?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 VAULT_VAR_PATTERN = r"^[_A-Za-z][_A-Za-z0-9]{0,127}$"  # spelled unlike ENV_NAME_PATTERN: PATTERN_HELP keys
 HOST_PATTERN = r"^[A-Za-z0-9_.:%-]{1,253}$"
-ABS_PATH_PATTERN = "^/[^" + _CONTROL + "]{0,4094}$"
+ABS_PATH_PATTERN = "^/[^" + _CONTROL + "]*$"  # the length: _path_lengths (a bounded repeat costs ~3.5 ms to compile)
 TEXT_PATTERN = "^[^" + _CONTROL + "]*$"
 MULTILINE_TEXT_PATTERN = "^[^" + _CONTROL.replace(r"\x00-\x1f", r"\x00-\x08\x0b-\x1f") + "]*$"
 MULTIADDR_PATTERN = r"^/[A-Za-z0-9._~:/%+=-]{1,1023}$"
@@ -144,7 +144,7 @@ Arg = Annotated[str, Field(max_length=4096, pattern=TEXT_PATTERN)]
 
 class Strict(BaseModel):
     # NaN and infinity are never a measurement; they turned into crashes in the rules
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
 
 class Stack(str, Enum):
