@@ -30,7 +30,8 @@ def register(sub) -> None:
                    help="re-read model files even when the applied state records the same size and mtime; "
                         "with -i, also probe the live hosts and list GPU drift in the change summary")
     p.add_argument("-i", "--inventory", metavar="DIR",
-                   help="inventory (inventories/<env>) used by --refresh to reach the hosts")
+                   help="inventory (inventories/<env>): the plan names where it replaces rigctl's llama.cpp build "
+                        "(rigctl_artifacts_dir); --refresh reaches the hosts through it")
     add_catalog_arg(p)
     p.add_argument("--state", metavar="FILE",
                    help="applied state to compare with (default: <spec dir>/rendered/<rig>/.rigctl/state.json)")
@@ -82,6 +83,14 @@ def run(args) -> int:
 
         try:
             plan = build_plan(res.context)
+            if args.inventory:  # say where the inventory replaces rigctl's llama.cpp build
+                from ..plan import engines
+                from ..render.inventory import InventoryError, load_overrides
+
+                try:
+                    engines.mark_override(plan, engines.artifact_overrides(res.context.rig, load_overrides(args.inventory)))
+                except InventoryError as exc:
+                    return cannot_plan([Diagnostic("inventory", Severity.error, str(exc))])
         except Unrepresentable as exc:  # a value no rendered file could carry (render refuses it too)
             diags = diags + [res.load.locate(Diagnostic("unrepresentable-value", Severity.error, str(exc),
                                                         path=exc.path))]

@@ -183,6 +183,29 @@ def engine_of(svc: Service, node_build: dict[str, dict], macos: set[str]) -> dic
     return {k: v for k, v in node_build[svc.node].items() if k != "nodes"}
 
 
+def mark_override(plan: Plan, artifacts: dict[str, str]) -> None:
+    """Where an inventory sets ``rigctl_artifacts_dir`` for a node (node -> its value, as
+    written: it may be a Jinja expression that Ansible evaluates at apply), that node's native
+    llama.cpp services run the binaries from there and the build role builds nothing: say so.
+    The build key stays (the binaries are installed under it on the host)."""
+    for svc in (s for d in plan.deployments for s in d.services if s.stack in LLAMACPP_STACKS):
+        where = artifacts.get(svc.node)
+        if where and svc.engine and svc.engine.get("kind") == "build":
+            svc.engine = {**svc.engine, "override": where,
+                          "label": f"your binaries from the inventory's rigctl_artifacts_dir ({where}), not rigctl's "
+                                   f"build (nothing is built); installed on the host as {svc.engine['key']}"}
+
+
+def artifact_overrides(rig, overrides) -> dict[str, str]:
+    """node -> the inventory's rigctl_artifacts_dir for it (host vars over `all` vars)."""
+    out = {}
+    for n in rig.nodes:
+        v = overrides.hosts.get(n.name, {}).get("rigctl_artifacts_dir", overrides.vars.get("rigctl_artifacts_dir"))
+        if v:
+            out[n.name] = str(v)
+    return out
+
+
 def describe(svc: Service) -> str | None:
     """One line for `rigctl plan`: which build or image the service runs."""
     return svc.engine["label"] if svc.engine else None

@@ -63,7 +63,10 @@ def service_hash(svc: Service) -> str:
     }
     # what a service runs from: its image, its llama.cpp build, its volumes (only when set, so
     # the hash of a service without them stays what it was)
-    keyed.update({k: v for k, v in (("image", svc.image), ("engine", svc.engine), ("volumes", svc.volumes),
+    # (of the engine only what identifies the binaries: its label names the build host, and an
+    # inventory's rigctl_artifacts_dir swaps the files, which the copy's checksum catches)
+    engine = {k: svc.engine[k] for k in ("kind", "key", "image") if k in svc.engine} if svc.engine else None
+    keyed.update({k: v for k, v in (("image", svc.image), ("engine", engine), ("volumes", svc.volumes),
                                     ("state_mounts", svc.state_mounts), ("pid_service", svc.pid_service)) if v})
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 

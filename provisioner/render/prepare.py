@@ -33,6 +33,7 @@ def prepare(spec: str, inventory: str | None = None, catalog_files: list[str] = 
     inventory overrides and plan; the plan is None when the spec has errors. Raises
     InventoryError for a bad inventory."""
     from ..plan.modelfile import spec_model_facts, usable_facts
+    from ..plan import engines
     from . import plan_addresses
 
     # memory is judged on the real file sizes, as `rigctl plan` does
@@ -45,6 +46,7 @@ def prepare(spec: str, inventory: str | None = None, catalog_files: list[str] = 
         return out
     try:
         out.plan = build_plan(res.context, plan_addresses(res.context, overrides))
+        engines.mark_override(out.plan, engines.artifact_overrides(res.context.rig, overrides))
     except Unrepresentable as exc:
         # a value a rendered file cannot carry literally (validate's patterns refuse most first)
         res.diagnostics.append(res.load.locate(Diagnostic(

@@ -179,3 +179,33 @@ def test_plan_page_names_the_build(rigctl, root, tmp_path):
     code, _, err = rigctl("plan", str(root / "examples" / "dual-3090-nvlink.yaml"), "-f", "html", "-o", str(out))
     assert code == 0, err
     assert "<p>engine: rigctl build of llama.cpp 0c1e57098" in out.read_text()
+
+
+def test_plan_with_an_inventory_that_overrides_the_build_says_so(rigctl, root, tmp_path):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    h2: {rigctl_artifacts_dir: /srv/mine-h2}\n  vars:\n    rigctl_artifacts_dir: /srv/mine\n")
+    code, out, err = rigctl("plan", str(root / "examples" / "lab-cpu-rpc.yaml"), "-i", str(inv))
+    assert code == 0, err
+    lines = [line.strip() for line in out.splitlines() if line.strip().startswith("engine:")]
+    key = engines.build_key("cpu")
+    assert lines == [  # h1's llama-server takes the all-hosts value, h2's rpc-server its own
+        f"engine: your binaries from the inventory's rigctl_artifacts_dir (/srv/mine), not rigctl's build "
+        f"(nothing is built); installed on the host as {key}",
+        f"engine: your binaries from the inventory's rigctl_artifacts_dir (/srv/mine-h2), not rigctl's build "
+        f"(nothing is built); installed on the host as {key}"]
+    code, out, _ = rigctl("plan", str(root / "examples" / "lab-cpu-rpc.yaml"))  # no inventory: rigctl's build
+    assert "engine: rigctl build of llama.cpp" in out
+
+
+def test_the_state_hash_ignores_the_engine_label():
+    from provisioner.plan.model import Service
+    from provisioner.plan.state import service_hash
+
+    svc = Service(name="rigctl-x", deployment="x", node="h1", stack="llamacpp", role="server",
+                  argv=["llama-server"], port=8080, bind="127.0.0.1")
+    svc.engine = {"kind": "build", "key": "k1", "label": "rigctl build ..., built on h1"}
+    before = service_hash(svc)
+    svc.engine = {**svc.engine, "label": "rigctl build ..., built on h2", "override": "/srv/mine"}
+    assert service_hash(svc) == before  # the build host moved, the binaries did not
+    svc.engine = {**svc.engine, "key": "k2"}
+    assert service_hash(svc) != before
