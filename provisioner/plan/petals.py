@@ -86,6 +86,8 @@ def plan(ctx, dep: Deployment, fit: Fit | None, addresses: dict[str, str] | None
                 "--block_indices", f"{lo}:{hi}", "--quant_type", QUANT.get(fmt, "none")]
         if fmt in DTYPES:
             argv += ["--torch_dtype", DTYPES[fmt]]
+        if hf:  # the pinned commit (run_server's --revision, passed to from_pretrained), not the branch head
+            argv += ["--revision", hf.revision]
         argv += list(dep.extra_args)
         env = {**gpu_env([pg]), "PETALS_CACHE": CACHE_DIR}  # one GPU per server
         services.append(Service(

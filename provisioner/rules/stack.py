@@ -449,6 +449,7 @@ _PETALS = {  # petals.cli.run_server (underscores; spelled with dashes here, see
     ("--initial-peers", "--new-swarm"): ("swarm.initial_peers", "the private swarm; the default is the public one"),
     ("--block-indices", "--num-blocks"): ("placement", "the block ranges that cover the model exactly once"),
     ("--quant-type", "--torch-dtype"): ("format", "the weight format the fit sized"),
+    ("--revision",): ("source.hf.revision", "the commit the servers load, pinned with the repository"),
 }
 PLANNED_FLAGS = {
     Stack.llamacpp: _LLAMACPP, Stack.llamacpp_rpc: _LLAMACPP, Stack.vllm: _VLLM, Stack.tabbyapi: _TABBYAPI,

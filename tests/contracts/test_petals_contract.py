@@ -137,3 +137,26 @@ def test_servers_on_the_dht_host_start_after_it():
         assert services["pet1"][name]["depends_on"] == {"rigctl-llama70-dht": {"condition": "service_healthy"}}
         assert "depends_on" not in services["pet2"][name]  # the DHT is on another host: the container retries
     assert "depends_on" not in services["pet1"]["rigctl-llama70-dht"]
+
+
+def test_an_hf_source_pins_the_servers_to_its_commit():
+    """A serve[].source.hf on Petals: the servers load that repository at the pinned commit
+    (run_server's --revision), the flag is in the contract, and extra_args cannot move it."""
+    import tempfile
+
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    text = (ROOT / "examples" / "petals.yaml").read_text().replace(
+        "source: {token: {env: HF_TOKEN}}",
+        f"source: {{hf: {{repo: meta-llama/Llama-3.1-70B-Instruct, revision: {rev}}}, token: {{env: HF_TOKEN}}}}")
+    with tempfile.TemporaryDirectory() as d:
+        spec = Path(d) / "petals-hf.yaml"
+        spec.write_text(text)
+        servers = [s for s in services_of(spec) if s.role == "petals-server"]
+        assert servers
+        for s in servers:
+            assert s.argv[3] == "meta-llama/Llama-3.1-70B-Instruct"
+            assert s.argv[s.argv.index("--revision") + 1] == rev
+            assert contracts.check(s) == []
+        spec.write_text(text.replace("    source: {hf:", "    extra_args: [--revision=main]\n    source: {hf:"))
+        res = check_file(str(spec))
+        assert any(d.rule == "extra-args-conflict" and "source.hf.revision" in d.message for d in res.diagnostics)
