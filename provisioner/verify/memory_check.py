@@ -1,7 +1,9 @@
 """rigctl verify: read each engine's load log on its head host and compare its memory with the plan.
 
 The log is the running service's own: for a native unit the journal of its current
-invocation (``journalctl _SYSTEMD_INVOCATION_ID=...``), for a container ``docker logs``.
+invocation (``journalctl _SYSTEMD_INVOCATION_ID=...``), for a container ``docker logs``, for a
+launchd job (macOS) its log file from the last start on (llama.cpp's first line of a start is
+``build: N (commit) ...``, common_init in common/common.cpp; launchd appends every start).
 Only its first lines are read (the load comes first). Parsing and comparing are
 ``enginelog``'s (pure); this module only fetches and assembles.
 """
@@ -25,6 +27,21 @@ if a["mode"] == "native":
                          capture_output=True, text=True).stdout.strip()
     sel = ["_SYSTEMD_INVOCATION_ID=" + inv] if inv else ["-u", a["unit"]]
     cmd = ["journalctl", *sel, "-o", "cat", "--no-pager"]
+elif a["mode"] == "launchd":
+    path = a.get("log_dir", "/var/log/rigctl") + "/" + a["unit"] + ".log"
+    try:
+        with open(path, errors="replace") as f:
+            lines = []
+            for line in f:
+                if line.startswith("build: "):
+                    lines = []
+                if len(lines) < a["max_lines"]:
+                    lines.append(line)
+    except OSError as exc:
+        sys.stdout.write("\n" + json.dumps({"error": str(exc)}) + "\n")
+        raise SystemExit(0)
+    sys.stdout.write("\n" + json.dumps({"text": "".join(lines), "command": "read " + path}) + "\n")
+    raise SystemExit(0)
 else:
     cmd = ["docker", "logs", a["unit"]]
 try:

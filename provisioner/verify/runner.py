@@ -63,12 +63,18 @@ def _auth(ctx: Context, di: int, host: InventoryHost, service: Service) -> dict 
     return {"key_file": str(path), "sudo": host.user not in (None, "root")}
 
 
-def _deploy_mode(host: InventoryHost, service: Service) -> str:
-    """native (systemd unit) or container, as rendered for this service."""
+def _deploy_mode(ctx: Context, host: InventoryHost, service: Service) -> str:
+    """native (systemd unit), launchd (a native service of a macOS node) or container, as
+    rendered for this service."""
+    mode = "native"
     for sv in host.vars.get("rigctl_services") or []:
         if sv.get("name") == service.name and sv.get("deploy_mode"):
-            return str(sv["deploy_mode"])
-    return str(host.vars.get("rigctl_deploy_mode") or "native")
+            mode = str(sv["deploy_mode"])
+            break
+    else:
+        mode = str(host.vars.get("rigctl_deploy_mode") or "native")
+    node = next((n for n in ctx.rig.nodes if n.name == service.node), None)
+    return "launchd" if mode == "native" and node is not None and node.os == "macos" else mode
 
 
 class _Checks:
@@ -96,15 +102,15 @@ def build_checks(ctx: Context, plan: Plan, hosts: list[InventoryHost], budget_s:
             di = dep_index.get(s.deployment)
             dep_path = ("serve", di) if di is not None else node_path
             place = _placement_path(ctx, di, h.name) if di is not None else node_path
-            checks.add("service", h.name, s.name, "verify-service", place, name=s.name,
-                       mode=_deploy_mode(h, s))
+            mode = _deploy_mode(ctx, h, s)
+            checks.add("service", h.name, s.name, "verify-service", place, name=s.name, mode=mode)
             ports = ([(s.port, s.bind)] if s.port else []) + [(p.port, "0.0.0.0") for p in s.extra_ports
                                                            if p.proto == "tcp" and p.last is None and p.listens]
             for port, bind in ports:
                 port_path = dep_path + ("port",) if s.role == "server" and di is not None and \
                     ctx.rig.serve[di].port is not None else place
                 checks.add("port", h.name, f"{s.name}-{port}", "verify-port", port_path,
-                           service=s.name, port=port, bind=bind)
+                           service=s.name, port=port, bind=bind, mode=mode, os=ctx.rig.nodes[ni].os)
             if s.health_path and s.port:
                 checks.add("endpoint", h.name, f"{s.name}-http", "verify-endpoint", dep_path,
                            service=s.name, port=s.port, host_address=WILDCARD.get(s.bind, s.bind),
@@ -137,8 +143,12 @@ def _diagnostics(ctx: Context, checks: _Checks, results: list[dict]) -> list[Dia
             hint = r.get("hint")
             if hint is None and meta["kind"] in ("service", "port"):
                 unit = meta.get("name") or meta.get("service")
+                mode = meta.get("mode", "native")
                 hint = (f"on {host}: `journalctl -u {unit} -n 50`; `rigctl apply` restores the planned state"
-                        if meta.get("mode", "native") == "native" else f"on {host}: `docker logs {unit}`")
+                        if mode == "native" else
+                        f"on {host}: `tail -n 50 /var/log/rigctl/{unit}.log` and `sudo launchctl print "
+                        f"system/io.rigctl.{unit}`; `rigctl apply` restores the planned state"
+                        if mode == "launchd" else f"on {host}: `docker logs {unit}`")
             out.append(Diagnostic(meta["rule"], Severity.error, message, meta["path"], hint=hint,
                                   data=r.get("data", {})))
     return out
@@ -185,7 +195,7 @@ def run_verify(ctx: Context, plan: Plan, inventory: Inventory | str | None, ssh_
         # the engine's own memory figures at load, against the plan, where its service is up
         down = {checks.meta[r["id"]]["host"] for r in results if r["outcome"] not in ("passed", "skipped")
                 and checks.meta.get(r["id"], {}).get("kind") in ("reachable", "service")}
-        modes = {(h.name, s.name): _deploy_mode(h, s) for h in hosts for s in plan.services_on(h.name)}
+        modes = {(h.name, s.name): _deploy_mode(ctx, h, s) for h in hosts for s in plan.services_on(h.name)}
         memory = check_memory(ctx, plan, session, {h.name: h for h in hosts}, modes, down)
     counts: dict[str, int] = {}
     for r in results:

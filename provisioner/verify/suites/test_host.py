@@ -1,6 +1,7 @@
 """Host checks: reachable over SSH, planned services running and enabled, ports bound where planned."""
 
 import json
+import re
 
 import pytest
 
@@ -56,6 +57,50 @@ def _native(check, remote):
                       "it will not start after a reboot (systemctl enable " + name + ")")
 
 
+# macOS (render.launchd): the job io.rigctl.<name> in the system domain, its output in
+# /var/log/rigctl/<name>.log
+LAUNCHD_PREFIX = "io.rigctl."
+LAUNCHD_LOG_DIR = "/var/log/rigctl"
+
+
+def parse_launchctl_print(text):
+    """The job's own properties from `launchctl print system/<label>`: the lines one tab
+    deep (`\tstate = running`, `\tpid = 412`, `\tlast exit code = 1`); nested blocks are deeper."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^\t([a-z][a-z ]*?) = (.*)$", line)
+        if m:
+            out.setdefault(m.group(1), m.group(2).strip())
+    return out
+
+
+def launchd_disabled(text, label):
+    """Whether `launchctl print-disabled system` lists the job as disabled (macOS 11+ prints
+    `"label" => disabled`, older releases `"label" => true`)."""
+    return re.search(r'"' + re.escape(label) + r'"\s*=>\s*(disabled|true)\b', text) is not None
+
+
+def _launchd(check, remote):
+    name, host = check["name"], check["host"]
+    label = LAUNCHD_PREFIX + name
+    result = remote.run("launchctl print system/%s", label)
+    if result.rc != 0:
+        raise Failure(f"{host}: service {name} is not loaded (launchd has no job system/{label}); run `rigctl apply`")
+    job = parse_launchctl_print(result.stdout)
+    if job.get("state") != "running":
+        detail = job.get("state", "?")
+        if job.get("last exit code") not in (None, "0", "(never exited)"):
+            detail += f", last exit code {job['last exit code']}"
+        tail = remote.run("tail -n 1 %s", f"{LAUNCHD_LOG_DIR}/{name}.log")
+        log = " ".join(tail.stdout.split())[:200] if tail.rc == 0 else ""
+        raise Failure(f"{host}: service {name} is not running (launchd: {detail})"
+                      + (f"; last log line: {log}" if log else ""))
+    disabled = remote.run("launchctl print-disabled system")
+    if disabled.rc == 0 and launchd_disabled(disabled.stdout, label):
+        raise Failure(f"{host}: service {name} runs but its job is disabled: it will not start after a reboot "
+                      f"(sudo launchctl enable system/{label})")
+
+
 def _container(check, remote):
     name, host = check["name"], check["host"]
     result = remote.run("docker inspect --format %s %s",
@@ -80,12 +125,23 @@ def test_service(check, remote, state):
     state["active"][key] = False
     if check.get("mode") == "container":
         _container(check, remote)
+    elif check.get("mode") == "launchd":
+        _launchd(check, remote)
     else:
         _native(check, remote)
     state["active"][key] = True
 
 
-def _listeners(remote, port):
+def parse_lsof_listeners(text):
+    """Addresses from `lsof -nP -iTCP:<port> -sTCP:LISTEN -Fn` (macOS has no ss): its `n` field
+    lines, `n*:8080`, `n10.0.0.5:8080`, `n[::1]:8080`."""
+    return [line[1:].rpartition(":")[0] for line in text.splitlines() if line.startswith("n") and ":" in line]
+
+
+def _listeners(remote, port, os_name="linux"):
+    if os_name == "macos":
+        result = remote.run("lsof -nP -iTCP:%s -sTCP:LISTEN -Fn", str(port))  # exit 1: nothing listens
+        return parse_lsof_listeners(result.stdout)
     out = remote.check_output("ss -Htln")
     addrs = []
     for line in out.splitlines():
@@ -102,7 +158,7 @@ def test_port(check, remote, state):
     host, port, bind, name = check["host"], check["port"], check["bind"], check["service"]
     if state["active"].get((host, name)) is False:
         pytest.skip(f"{name} is not running: test_service reports it")
-    addrs = _listeners(remote, port)
+    addrs = _listeners(remote, port, check.get("os", "linux"))
     shown = ", ".join(f"{a}:{port}" for a in addrs)
     if not addrs:
         raise Failure(f"{host}: nothing listens on port {port} (expected {name} on {bind}:{port})")
