@@ -17,10 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..yamlio import SafeLoader as _SafeLoader
 from . import inputfile, yamlload
 
 
@@ -340,7 +338,7 @@ def _shipped_items(base) -> dict[str, list]:
             return doc["items"]
     except (OSError, ValueError, AttributeError):
         pass
-    items = {kind: yaml.load(p.read_text(encoding="utf-8"), Loader=_SafeLoader) for kind, p in paths.items()}
+    items = {kind: _load_yaml(p.read_text(encoding="utf-8")) for kind, p in paths.items()}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -352,12 +350,21 @@ def _shipped_items(base) -> dict[str, list]:
 
 
 @lru_cache(maxsize=2)
+def _load_yaml(text: str):
+    """PyYAML with rigctl's safe loader, imported only when a catalog file must be parsed (the
+    JSON copy serves every other start)."""
+    import yaml
+
+    from ..yamlio import SafeLoader
+
+    return yaml.load(text, Loader=SafeLoader)
+
+
 def builtin(validate: bool = False) -> Catalog:
     """The catalogs shipped in provisioner/spec/data (``validate=True`` checks every entry)."""
     base = resources.files("provisioner.spec") / "data"
     if validate:  # straight from the YAML, as the tests check it
-        shipped = {kind: yaml.load((base / f"{kind}.yaml").read_text(encoding="utf-8"), Loader=_SafeLoader)
-                   for kind in KINDS}
+        shipped = {kind: _load_yaml((base / f"{kind}.yaml").read_text(encoding="utf-8")) for kind in KINDS}
     else:
         shipped = _shipped_items(base)
     tables = {}

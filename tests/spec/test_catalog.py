@@ -101,8 +101,8 @@ def test_shipped_catalog_is_parsed_once_then_read_from_a_json_cache(tmp_path, mo
     for kind in catalog.KINDS:
         (data / f"{kind}.yaml").write_text((src / f"{kind}.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     parsed = []
-    real = catalog.yaml.load
-    monkeypatch.setattr(catalog.yaml, "load", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    real = catalog._load_yaml
+    monkeypatch.setattr(catalog, "_load_yaml", lambda *a, **k: parsed.append(1) or real(*a, **k))
     first = catalog._shipped_items(data)
     assert len(parsed) == 4 and len(list((tmp_path / "rigctl").glob("catalog-*.json"))) == 1
     assert catalog._shipped_items(data) == first and len(parsed) == 4  # from the cache
