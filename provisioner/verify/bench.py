@@ -76,7 +76,7 @@ def endpoints(ctx, plan, inv: Inventory, limit: list[str] | None = None) -> list
             out.append(Endpoint(dp.name, di, s.node, s.name, dp.stack, WILDCARD.get(s.bind, s.bind), s.port,
                                 s.health_path, dep.parallel_sequences,
                                 (fit.context_tokens if fit else dep.context_tokens) or 2048,
-                                _deploy_mode(host, s), _auth(ctx, di, host, s), dp.speed))
+                                _deploy_mode(ctx, host, s), _auth(ctx, di, host, s), dp.speed))
     return out
 
 

@@ -215,9 +215,26 @@ def soak(c, a):
     return {"ok": True, "requests": turns, "latencies_s": latencies, "error_count": len(errors), "errors": errors[:3]}
 
 
+def _launchd_memory(name):
+    try:
+        out = subprocess.check_output(["launchctl", "print", "system/io.rigctl." + name],
+                                      stderr=subprocess.STDOUT, timeout=10).decode(errors="replace")
+        pid = next((line.split("=", 1)[1].strip() for line in out.splitlines()
+                    if line.startswith("\tpid = ")), "")
+        if not pid.isdigit():
+            return {"ok": False, "error": "%s has no running process" % name}
+        rss = subprocess.check_output(["ps", "-o", "rss=", "-p", pid], timeout=10).decode().strip()
+        return {"ok": True, "pid": int(pid), "rss_kib": int(rss)}
+    except Exception as exc:
+        return {"ok": False, "error": "cannot find the process of %s: %s" % (name, _reason(exc))}
+
+
 def memory(a):
-    """VmRSS of the service's main process: systemd MainPID, or the container's init pid."""
+    """VmRSS of the service's main process: systemd MainPID, the container's init pid, or
+    (macOS) the launchd job's pid and `ps -o rss=` (no /proc there)."""
     name, mode = a["service"], a.get("mode", "native")
+    if mode == "launchd":
+        return _launchd_memory(name)
     try:
         if mode == "container":
             cmd = ["docker", "inspect", "-f", "{{.State.Pid}}", name]
