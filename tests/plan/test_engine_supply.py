@@ -2,7 +2,7 @@
 
 The CUDA architectures come from the catalog's compute_capability, one build per rig and
 backend, the same key on every node of an RPC deployment; container mode on one node without
-RPC takes the official image. No compile runs here (no nvcc, no GPU): these tests hold the
+RPC takes the official image. No CUDA compile runs here (no cuBLAS, no GPU): these tests hold the
 plan's decisions; bench/gpu_llamacpp_build.sh runs the build on a GPU machine.
 """
 
