@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..escape import Unrepresentable, launchd_plist
 from ..plan.model import Service
-from .services import BIN_DIR, SERVICE_USER
+from .services import SERVICE_USER, host_binary
 
 LABEL_PREFIX = "io.rigctl."  # reverse-DNS, like the compose labels (io.rigctl.deployment)
 LOG_DIR = "/var/log/rigctl"  # base: rigctl_log_dir (the plist goes to rigctl_launchd_dir, /Library/LaunchDaemons)
@@ -32,7 +32,7 @@ def plist_path(svc: Service) -> str:
 
 
 def program(svc: Service) -> str:
-    return svc.argv[0] if svc.argv[0].startswith("/") else f"{BIN_DIR}/{svc.argv[0]}"
+    return host_binary(svc)  # the release archive's binaries sit in BIN_DIR (engine kind "release")
 
 
 def job(svc: Service, secrets: list[dict]) -> dict:

@@ -349,7 +349,6 @@ def _shipped_items(base) -> dict[str, list]:
     return items
 
 
-@lru_cache(maxsize=2)
 def _load_yaml(text: str):
     """PyYAML with rigctl's safe loader, imported only when a catalog file must be parsed (the
     JSON copy serves every other start)."""
@@ -360,6 +359,7 @@ def _load_yaml(text: str):
     return yaml.load(text, Loader=SafeLoader)
 
 
+@lru_cache(maxsize=2)
 def builtin(validate: bool = False) -> Catalog:
     """The catalogs shipped in provisioner/spec/data (``validate=True`` checks every entry)."""
     base = resources.files("provisioner.spec") / "data"

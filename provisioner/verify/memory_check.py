@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..diagnostics import Diagnostic, Severity
+from ..render import launchd
 from . import enginelog
 from .ssh import RemoteError, SshSession, Unreachable
 
@@ -28,7 +29,7 @@ if a["mode"] == "native":
     sel = ["_SYSTEMD_INVOCATION_ID=" + inv] if inv else ["-u", a["unit"]]
     cmd = ["journalctl", *sel, "-o", "cat", "--no-pager"]
 elif a["mode"] == "launchd":
-    path = a.get("log_dir", "/var/log/rigctl") + "/" + a["unit"] + ".log"
+    path = a["log_dir"] + "/" + a["unit"] + ".log"
     try:
         with open(path, errors="replace") as f:
             lines = []
@@ -70,7 +71,8 @@ class MemoryReport:
 
 def fetch_log(session: SshSession, host, unit: str, mode: str, timeout_s: float = 60) -> dict:
     try:
-        return session.run_python(host.name, _FETCH, {"unit": unit, "mode": mode, "max_lines": MAX_LINES},
+        return session.run_python(host.name, _FETCH, {"unit": unit, "mode": mode, "max_lines": MAX_LINES,
+                                                     "log_dir": launchd.LOG_DIR},
                                   label="rigctl_engine_log", timeout_s=timeout_s,
                                   sudo=host.user not in (None, "root"))
     except (Unreachable, RemoteError) as exc:

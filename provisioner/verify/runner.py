@@ -19,6 +19,7 @@ from pathlib import Path
 from ..diagnostics import Diagnostic, Severity
 from ..plan.common import secret_file
 from ..plan.model import Plan, Service
+from ..render import launchd
 from ..rules.context import Context
 from .drift import facts_diagnostics, unreachable
 from .expect import gpu_expected
@@ -66,13 +67,9 @@ def _auth(ctx: Context, di: int, host: InventoryHost, service: Service) -> dict 
 def _deploy_mode(ctx: Context, host: InventoryHost, service: Service) -> str:
     """native (systemd unit), launchd (a native service of a macOS node) or container, as
     rendered for this service."""
-    mode = "native"
-    for sv in host.vars.get("rigctl_services") or []:
-        if sv.get("name") == service.name and sv.get("deploy_mode"):
-            mode = str(sv["deploy_mode"])
-            break
-    else:
-        mode = str(host.vars.get("rigctl_deploy_mode") or "native")
+    mode = next((str(sv["deploy_mode"]) for sv in host.vars.get("rigctl_services") or []
+                 if sv.get("name") == service.name and sv.get("deploy_mode")),
+                str(host.vars.get("rigctl_deploy_mode") or "native"))
     node = next((n for n in ctx.rig.nodes if n.name == service.node), None)
     return "launchd" if mode == "native" and node is not None and node.os == "macos" else mode
 
@@ -146,8 +143,8 @@ def _diagnostics(ctx: Context, checks: _Checks, results: list[dict]) -> list[Dia
                 mode = meta.get("mode", "native")
                 hint = (f"on {host}: `journalctl -u {unit} -n 50`; `rigctl apply` restores the planned state"
                         if mode == "native" else
-                        f"on {host}: `tail -n 50 /var/log/rigctl/{unit}.log` and `sudo launchctl print "
-                        f"system/io.rigctl.{unit}`; `rigctl apply` restores the planned state"
+                        f"on {host}: `tail -n 50 {launchd.LOG_DIR}/{unit}.log` and `sudo launchctl print "
+                        f"system/{launchd.LABEL_PREFIX}{unit}`; `rigctl apply` restores the planned state"
                         if mode == "launchd" else f"on {host}: `docker logs {unit}`")
             out.append(Diagnostic(meta["rule"], Severity.error, message, meta["path"], hint=hint,
                                   data=r.get("data", {})))

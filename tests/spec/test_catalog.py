@@ -115,3 +115,8 @@ def test_shipped_catalog_is_parsed_once_then_read_from_a_json_cache(tmp_path, mo
     for f in (tmp_path / "rigctl").glob("catalog-*.json"):
         f.write_text("{not json", encoding="utf-8")
     assert catalog._shipped_items(data) == edited and len(parsed) == 12
+
+
+def test_the_builtin_catalog_is_loaded_once_per_process():
+    # rules, plan and render all ask for it; each call must not read and build it again
+    assert builtin() is builtin() and builtin(validate=True) is builtin(validate=True)

@@ -263,7 +263,8 @@ def test_check_memory_reads_the_head_unit_and_tables_it():
     text = read("llamacpp-0.3.36-lab-journal.log").replace("10.223.0.", "10.213.0.")
     s = _FakeSession({"text": text, "command": "journalctl ..."})
     rep = check_memory(ctx, plan, s, _hosts(), {}, set())
-    assert s.calls == [("h1", {"unit": "rigctl-tiny", "mode": "native", "max_lines": 20000})]
+    assert s.calls == [("h1", {"unit": "rigctl-tiny", "mode": "native", "max_lines": 20000,
+                               "log_dir": "/var/log/rigctl"})]
     assert rep.diagnostics == [] and "RPC0[10.213.0.12:50052]" in rep.tables[0]
     # a part of the deployment down (h2's rpc-server): not compared, that part has its finding
     assert check_memory(ctx, plan, _FakeSession({"text": text}), _hosts(), {}, {"h2"}).tables == []

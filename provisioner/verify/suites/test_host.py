@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from provisioner.render.launchd import LABEL_PREFIX, LOG_DIR
 from provisioner.verify.suites import Failure
 
 WILDCARD = {"0.0.0.0", "*", "::", "[::]"}
@@ -57,10 +58,6 @@ def _native(check, remote):
                       "it will not start after a reboot (systemctl enable " + name + ")")
 
 
-# macOS (render.launchd): the job io.rigctl.<name> in the system domain, its output in
-# /var/log/rigctl/<name>.log
-LAUNCHD_PREFIX = "io.rigctl."
-LAUNCHD_LOG_DIR = "/var/log/rigctl"
 
 
 def parse_launchctl_print(text):
@@ -82,7 +79,7 @@ def launchd_disabled(text, label):
 
 def _launchd(check, remote):
     name, host = check["name"], check["host"]
-    label = LAUNCHD_PREFIX + name
+    label = LABEL_PREFIX + name  # the job render.launchd writes, in the system domain
     result = remote.run("launchctl print system/%s", label)
     if result.rc != 0:
         raise Failure(f"{host}: service {name} is not loaded (launchd has no job system/{label}); run `rigctl apply`")
@@ -91,7 +88,7 @@ def _launchd(check, remote):
         detail = job.get("state", "?")
         if job.get("last exit code") not in (None, "0", "(never exited)"):
             detail += f", last exit code {job['last exit code']}"
-        tail = remote.run("tail -n 1 %s", f"{LAUNCHD_LOG_DIR}/{name}.log")
+        tail = remote.run("tail -n 1 %s", f"{LOG_DIR}/{name}.log")
         log = " ".join(tail.stdout.split())[:200] if tail.rc == 0 else ""
         raise Failure(f"{host}: service {name} is not running (launchd: {detail})"
                       + (f"; last log line: {log}" if log else ""))
